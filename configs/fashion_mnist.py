@@ -1,16 +1,25 @@
-"""Fashion-MNIST with a Perceiver on pixels + 2-D Fourier features: the default experiment.
+"""Fashion-MNIST with a Perceiver and 2-D Fourier features: the default experiment.
 
   python -m perceiver_jax.main --config=configs/fashion_mnist.py --workdir=workdirs/fmnist
 
-Arguments (`--config=configs/fashion_mnist.py:permuted,runlocal`):
-  permuted   one fixed, seeded permutation of the pixels, applied after the position
-             features are attached (the Perceiver should not care).
-  runlocal   20 steps of a smaller model: a smoke test.
+Arguments (`--config=configs/fashion_mnist.py:prep=pixels,permuted`):
+  prep=patches  (default) 49 inputs: 4x4 patches (16 values) + Fourier features of the 7x7
+                patch grid (50 channels). The model is the paper's Perceiver scaled down:
+                32 x 128 latents, 2 interleaved 5-head cross-attends, 2 weight-shared blocks
+                of 2 self-attends, mean-pool head; 307,982 parameters.
+  prep=pixels   784 inputs: one per pixel + Fourier features of the 28x28 grid, exactly the
+                paper's input format (2.7x slower per step on this CPU).
+  permuted      one fixed, seeded permutation of the inputs (pixels with prep=pixels, patches
+                with prep=patches), applied after the position features are attached, so the
+                Perceiver sees the same set of inputs in another order.
+  runlocal      20 steps of a smaller model: a smoke test.
 
-Machine: 2 CPU cores. Measured with this config: 17 min 26 s, 85.3% test top-1 (README,
-"Default experiment").
+Machine: this project's 2-core CPU (no GPU). Measured with this config (README, "Default
+experiment"): 2,106 steps, 9 min 17 s for the whole command, 88.21% test top-1, 99.72% top-5,
+test loss 0.326, peak RSS 1.1 GiB.
 Data: Debian's dataset-fashion-mnist (`bash scripts/setup_data.sh`), or
-`--config.data.data_dir=DIR` with the four IDX files.
+`--config.data.data_dir=DIR` with the four IDX files (`--config.data.download=True` fetches
+them, checksummed, into DIR).
 """
 
 from __future__ import annotations
@@ -20,18 +29,27 @@ import ml_collections
 from configs import common
 from perceiver_jax import registry
 
+PREPS = ("patches", "pixels")
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, permuted=False, runlocal=False)
+  arg = common.parse_arg(arg, prep="patches", permuted=False, runlocal=False)
+  if arg.prep not in PREPS:
+    raise ValueError(f"config argument prep={arg.prep!r}: expected one of {PREPS}")
   config = common.training_defaults()
   config.variant = "fashion_mnist"
   config.model = registry.get_model_config("fashion_mnist")
+  if arg.prep == "pixels":
+    config.model.input.prep_type = "pixels"
+    config.model.input.spatial_downsample = 1
   config.model.input.permute_pixels = arg.permuted
   config.data = dict(name="fashion_mnist", data_dir="", download=False)
   config.batch_size = 128
-  config.num_epochs = 4.0
+  config.num_epochs = 4.5
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 500
+  # AdamW: on this short schedule it was 1.4 points ahead of LAMB after one epoch.
+  config.optimizer.name = "adamw"
   config.optimizer.learning_rate = 2e-3
   config.optimizer.scale_lr_by_batch = False
   config.optimizer.weight_decay = 0.01

@@ -10,6 +10,7 @@ JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variabl
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 
@@ -29,6 +30,20 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _AUTO_DISTRIBUTED = flags.DEFINE_bool(
   "auto_distributed", False, "Call jax.distributed.initialize() with the cluster's own settings."
 )
+
+_LIBRARY_LOGS = flags.DEFINE_bool(
+  "library_logs", False, "Also show INFO lines of orbax (several per checkpoint)."
+)
+
+# Libraries whose INFO lines drown the training log; their warnings and errors still show.
+_QUIET_LIBRARIES = (f"{os.sep}orbax{os.sep}",)
+
+
+class _QuietLibraryFilter(std_logging.Filter):
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno >= std_logging.WARNING:
+      return True
+    return not any(part in record.pathname for part in _QUIET_LIBRARIES)
 
 
 def _maybe_initialize_distributed() -> None:
@@ -51,6 +66,8 @@ def main(argv):
   del argv
   if _CONFIG.value is None or _WORKDIR.value is None:
     sys.exit("error: --config and --workdir are required")
+  if not _LIBRARY_LOGS.value:
+    logging.get_absl_handler().addFilter(_QuietLibraryFilter())
   _maybe_initialize_distributed()
   logging.info(
     "JAX %s: process %d of %d, %d local devices (%s), %d in all",

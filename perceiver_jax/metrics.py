@@ -4,6 +4,7 @@ Layout of a workdir:
   workdir/metrics.jsonl   one JSON object per write: {"step": 1200, "train/loss": 2.31, ...}
   workdir/tensorboard/    TensorBoard event files with the same scalars
   workdir/config.json     the run's config
+  workdir/final.json      written once the last step is done: the marker of a finished run
 
 `metrics.jsonl` is the source of truth for scripts (`read_metrics`, `final_metrics`, the sweep
 tables); TensorBoard is for looking at curves. Non-finite values are written as JSON `null`
@@ -29,6 +30,7 @@ from perceiver_jax import atomic
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 CONFIG_FILE = "config.json"
+FINAL_FILE = "final.json"
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -132,6 +134,25 @@ def final_metrics(path: str) -> dict:
   for record in read_metrics(path):
     final.update(record)
   return final
+
+
+def write_final(workdir: str, step: int, scalars: Mapping[str, float], **extra) -> None:
+  """Writes `workdir/final.json` atomically: the last step, its final metrics, and `extra`.
+
+  Its presence is what marks a run as finished (for sweeps and scripts); the trainer deletes it
+  when a run is resumed or extended past it.
+  """
+  record = {"step": int(step), **{k: _json_number(v) for k, v in scalars.items()}, **extra}
+  atomic_write_text(os.path.join(workdir, FINAL_FILE), json.dumps(record, indent=2) + "\n")
+
+
+def read_final(workdir: str) -> dict | None:
+  """`workdir/final.json` as a dict, or None if the run has not finished."""
+  path = os.path.join(workdir, FINAL_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:

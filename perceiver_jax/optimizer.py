@@ -21,6 +21,7 @@ import ml_collections
 import optax
 
 SCHEDULES = ("step", "constant_cosine", "warmup_cosine", "constant")
+OPTIMIZERS = ("lamb", "adamw")
 # Leaves that are exempt from weight decay in any module: Linear/Conv biases.
 _BIAS_LEAVES = ("b",)
 # Leaves that are exempt when they belong to a LayerNorm/BatchNorm module.
@@ -31,6 +32,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
   """The Perceiver IO ImageNet recipe as a `config.optimizer` section."""
   return ml_collections.ConfigDict(
     dict(
+      # One of OPTIMIZERS: "lamb" (the papers) or "adamw" (same Adam direction and decoupled,
+      # masked weight decay, without LAMB's per-leaf trust ratio).
+      name="lamb",
       # Base learning rate; the peak value of every schedule (after batch scaling).
       learning_rate=5e-4,
       # Multiply learning_rate by batch_size / 256 (Perceiver IO: 5e-4 -> 2e-3 at 1024).
@@ -67,6 +71,8 @@ def _fail(field: str, value, message: str):
 
 def validate_optimizer_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError, one line naming the field and its value, for impossible settings."""
+  if cfg.name not in OPTIMIZERS:
+    _fail("name", cfg.name, f"unknown optimizer; expected one of {OPTIMIZERS}")
   if cfg.learning_rate <= 0:
     _fail("learning_rate", cfg.learning_rate, "must be positive")
   for field in ("b1", "b2"):
@@ -177,13 +183,14 @@ def weight_decay_mask(params: hk.Params, decay_position_embeddings: bool = False
 def make_optimizer(
   cfg: ml_collections.ConfigDict, schedule: optax.Schedule
 ) -> optax.GradientTransformation:
-  """Global-norm clipping (if `clip_global_norm` > 0), then LAMB.
+  """Global-norm clipping (if `clip_global_norm` > 0), then LAMB (or AdamW).
 
   LAMB (optax.lamb): Adam direction with bias correction, plus
   `weight_decay * w` on the leaves `weight_decay_mask` selects, then each leaf's
   update is rescaled by the trust ratio ||w|| / ||update|| (1 where either norm
   is 0), then multiplied by -schedule(step). The trust ratio applies to every
-  leaf, decayed or not, as in the LAMB paper.
+  leaf, decayed or not, as in the LAMB paper. `name="adamw"` (optax.adamw) is the same
+  without the trust ratio: the learning rate is then an absolute step size.
 
   Args:
     cfg: the `config.optimizer` section.
@@ -197,9 +204,8 @@ def make_optimizer(
   mask = functools.partial(
     weight_decay_mask, decay_position_embeddings=cfg.decay_position_embeddings
   )
-  lamb = optax.lamb(
-    schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask
-  )
+  make = optax.lamb if cfg.name == "lamb" else optax.adamw
+  tx = make(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask)
   if cfg.clip_global_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_global_norm), lamb)
-  return lamb
+    return optax.chain(optax.clip_by_global_norm(cfg.clip_global_norm), tx)
+  return tx

@@ -13,6 +13,7 @@ devices during training and are unreplicated (device 0) for checkpoints.
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 import ml_collections
@@ -62,6 +63,16 @@ def _device_shape(global_batch_size: int) -> tuple[int, int]:
   """This process's share of a global batch as [local_devices, per_device]."""
   local_devices = jax.local_device_count()
   return local_devices, global_batch_size // jax.process_count() // local_devices
+
+
+def _check_finite(step: int, train_metrics: dict) -> None:
+  """Stops the run on a non-finite loss or parameters, naming the step (nothing is saved)."""
+  loss = float(train_metrics["loss"][0])
+  param_norm = float(train_metrics["param_norm"][0])
+  if not np.isfinite(loss):
+    raise FloatingPointError(f"non-finite training loss {loss} at step {step}")
+  if not np.isfinite(param_norm):
+    raise FloatingPointError(f"non-finite parameters (norm {param_norm}) after step {step}")
 
 
 def _unreplicate(tree):
@@ -160,25 +171,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
   )
   p_eval_step = jax.pmap(ts.make_eval_step(forward), axis_name=ts.AXIS)
   state = ts.replicate(state, jax.local_device_count())
+  final_path = os.path.join(workdir, metrics_lib.FINAL_FILE)
+  if is_chief and start_step < total_steps and os.path.exists(final_path):
+    os.remove(final_path)  # a longer run resumes from a finished one: it is no longer final
   progress = metrics_lib.ProgressLogger(total_steps, start_step=start_step)
   guard = checkpointing.PreemptionGuard()
+  started = time.monotonic()
   step = start_step
+  unchecked = None  # (step, metrics) of a step whose loss has not been read back yet
+  eval_metrics = {}
   try:
     while step < total_steps:
       state, train_metrics = p_train_step(state, next(train_iter))
       step += 1
-      loss = float(train_metrics["loss"][0])
-      if not np.isfinite(loss):
-        raise FloatingPointError(f"non-finite training loss {loss} at step {step}")
+      # Reading a result blocks until its step is done, so the previous step is checked after
+      # this one is queued (the device never waits for the host), and this step too before
+      # anything that logs, evaluates or saves its state.
+      if unchecked is not None:
+        _check_finite(*unchecked)
+      unchecked = (step, train_metrics)
       rates = progress.update(step, config.batch_size)
-      if step % config.log_every_steps == 0 or step == total_steps or rates is not None:
+      is_last = step == total_steps
+      do_log = step % config.log_every_steps == 0 or is_last or rates is not None
+      do_eval = step % config.eval_every_steps == 0 or is_last
+      do_save = step % config.checkpoint_every_steps == 0 or is_last or guard.requested
+      if do_log or do_eval or do_save:
+        _check_finite(*unchecked)
+        unchecked = None
+      if do_log:
         scalars = {f"train/{k}": float(v[0]) for k, v in train_metrics.items()}
         writer.write_scalars(step, {**scalars, **(rates or {})})
-      if step % config.eval_every_steps == 0 or step == total_steps:
-        writer.write_scalars(
-          step, evaluate(p_eval_step, state.params, state.state, data["test"], config, prepare)
+      if do_eval:
+        eval_metrics = evaluate(
+          p_eval_step, state.params, state.state, data["test"], config, prepare
         )
-      if step % config.checkpoint_every_steps == 0 or step == total_steps or guard.requested:
+        writer.write_scalars(step, eval_metrics)
+      if do_save:
         checkpointer.save(step, _unreplicate(state), force=True)
       if guard.requested:
         logging.warning("SIGTERM: saved the checkpoint of step %d; stopping.", step)
@@ -187,4 +215,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
     guard.close()
     checkpointer.close()
     writer.close()
+  if step == total_steps:
+    if not eval_metrics:  # nothing left to train: a rerun of a finished (or nearly) run
+      eval_metrics = evaluate(p_eval_step, state.params, state.state, data["test"], config, prepare)
+    if is_chief and (start_step < total_steps or not os.path.exists(final_path)):
+      seconds = round(time.monotonic() - started, 1)
+      metrics_lib.write_final(workdir, step, eval_metrics, seconds=seconds)
   return _unreplicate(state)

@@ -11,8 +11,9 @@ e.g. `config.model.image_shape=(32,32),(64,64)`.
 
 `--print_only` prints one shell-quoted command per line (to submit to a cluster) and exits.
 Otherwise the points run one after another; a failing point is recorded and the sweep goes on;
-a point whose `metrics.jsonl` already ends with an `eval/top1` is skipped unless `--rerun`, so
-an interrupted sweep resumes. Then `DIR/results.md` and `DIR/results.csv` hold one row per point.
+a point whose workdir holds the trainer's `final.json` (written after the last step) is skipped
+unless `--rerun`, so an interrupted sweep resumes (and an interrupted point resumes from its
+newest checkpoint). Then `DIR/results.md` and `DIR/results.csv` hold one row per point.
 """
 
 from __future__ import annotations
@@ -97,12 +98,8 @@ def point_command(
 
 
 def is_finished(point_dir: str) -> bool:
-  """Whether the run's last record holds `eval/top1`: the trainer evaluates after the last step."""
-  path = os.path.join(point_dir, metrics.METRICS_FILE)
-  if not os.path.exists(path):
-    return False
-  records = metrics.read_metrics(path)
-  return bool(records) and records[-1].get("eval/top1") is not None
+  """Whether the run finished: the trainer writes `final.json` after its last step."""
+  return metrics.read_final(point_dir) is not None
 
 
 def run_sweep(

@@ -17,7 +17,10 @@ EXPERIMENTS = sorted(
   for p in glob.glob(os.path.join(CONFIG_DIR, "*.py"))
   if not os.path.basename(p).startswith(("_", "common"))
 )
-ARGS = {"imagenet": ["variant=io_fourier", "variant=perceiver_ff", "variant=testing"]}
+ARGS = {
+  "imagenet": ["variant=io_fourier", "variant=perceiver_ff", "variant=testing"],
+  "fashion_mnist": [None, "runlocal", "prep=pixels,permuted", "permuted,runlocal"],
+}
 
 
 @pytest.mark.parametrize(
@@ -43,3 +46,19 @@ def test_parse_arg_types_and_errors():
     common.parse_arg("steps=five", steps=1)
   with pytest.raises(ValueError, match="is not a boolean"):
     common.parse_arg("runlocal=maybe", runlocal=False)
+
+
+def test_fashion_mnist_arguments():
+  from configs import fashion_mnist
+
+  default = fashion_mnist.get_config(None)
+  assert (default.model.input.prep_type, default.model.input.spatial_downsample) == ("patches", 4)
+  assert not default.model.input.permute_pixels
+  assert default.optimizer.name == "adamw" and default.num_epochs == 4.5
+  pixels = fashion_mnist.get_config("prep=pixels,permuted")
+  assert (pixels.model.input.prep_type, pixels.model.input.spatial_downsample) == ("pixels", 1)
+  assert pixels.model.input.permute_pixels
+  # Fourier features follow the input grid: 7x7 patches or 28x28 pixels, never aliased.
+  assert tuple(default.model.input.fourier.max_resolution) == ()
+  with pytest.raises(ValueError, match=r"config argument prep='conv': expected one of"):
+    fashion_mnist.get_config("prep=conv")

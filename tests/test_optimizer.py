@@ -120,6 +120,7 @@ def test_learning_rate_scales_with_batch_size():
     (dict(learning_rate=0.0), "config.optimizer.learning_rate=0.0: must be positive"),
     (dict(b2=1.0), "config.optimizer.b2=1.0: must be in"),
     (dict(clip_global_norm=-1.0), "config.optimizer.clip_global_norm=-1.0"),
+    (dict(name="sgd"), "config.optimizer.name='sgd': unknown optimizer"),
   ],
 )
 def test_validation_names_field_and_value(overrides, message):
@@ -135,8 +136,9 @@ def _small_tree(rng):
   }
 
 
-def _numpy_lamb(params, grads_per_step, *, lr, b1, b2, eps, wd, decay, clip):
-  """LAMB as in You et al. 2020 with optax's conventions, in float64 numpy."""
+def _numpy_lamb(params, grads_per_step, *, lr, b1, b2, eps, wd, decay, clip, trust_ratio=True):
+  """LAMB as in You et al. 2020 with optax's conventions, in float64 numpy (without the trust
+  ratio: AdamW with decoupled weight decay)."""
   params = {m: {k: np.array(v) for k, v in leaves.items()} for m, leaves in params.items()}
   m = {mod: {k: np.zeros_like(v) for k, v in leaves.items()} for mod, leaves in params.items()}
   v = {mod: {k: np.zeros_like(x) for k, x in leaves.items()} for mod, leaves in params.items()}
@@ -152,17 +154,18 @@ def _numpy_lamb(params, grads_per_step, *, lr, b1, b2, eps, wd, decay, clip):
         if decay[mod][k]:
           u = u + wd * w
         w_norm, u_norm = np.linalg.norm(w), np.linalg.norm(u)
-        ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0
+        ratio = w_norm / u_norm if w_norm > 0 and u_norm > 0 and trust_ratio else 1.0
         leaves[k] = w - lr(t - 1) * ratio * u  # optax counts the first update as step 0
   return params
 
 
+@pytest.mark.parametrize("name", ["lamb", "adamw"])
 @pytest.mark.parametrize("clip", [0.0, 1.0])
-def test_lamb_matches_numpy_reference(clip):
+def test_optimizer_matches_numpy_reference(clip, name):
   rng = np.random.default_rng(0)
   params = _small_tree(rng)
   grads = [jax.tree.map(lambda x: 3.0 * rng.normal(size=x.shape), params) for _ in range(2)]
-  hyper = dict(b1=0.9, b2=0.99, eps=1e-2, weight_decay=0.1, clip_global_norm=clip)
+  hyper = dict(name=name, b1=0.9, b2=0.99, eps=1e-2, weight_decay=0.1, clip_global_norm=clip)
   cfg = _config(**hyper)
 
   def lr(step):
@@ -178,7 +181,16 @@ def test_lamb_matches_numpy_reference(clip):
   decay = optimizer.weight_decay_mask(params)
   assert not decay["encoder/trainable_position_encoding"]["pos_embs"]
   expected = _numpy_lamb(
-    params, grads, lr=lr, b1=0.9, b2=0.99, eps=1e-2, wd=0.1, decay=decay, clip=clip
+    params,
+    grads,
+    lr=lr,
+    b1=0.9,
+    b2=0.99,
+    eps=1e-2,
+    wd=0.1,
+    decay=decay,
+    clip=clip,
+    trust_ratio=name == "lamb",
   )
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), ours, expected)
   # The zero-norm `offset` moved with trust ratio 1 (optax's convention).

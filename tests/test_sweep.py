@@ -126,14 +126,16 @@ def test_bad_sweep_is_a_one_line_error(tmp_path):
   assert result.stderr.strip() == "error: bad --sweep='lr=1': expected config.a.b=v1,v2,..."
 
 
-def write_run(point_dir, train_loss, top1=None):
-  """Fakes a run: a train line, then (if it got that far) the final eval line."""
+def write_run(point_dir, train_loss, top1=None, finished=None):
+  """Fakes a run: a train line, then (if it got that far) an eval line, then (if it finished,
+  by default when it has an eval line) the trainer's `final.json`."""
   writer = metrics.MetricWriter(str(point_dir))
   writer.write_scalars(100, {"train/loss": train_loss, "train/steps_per_sec": 12.5})
   if top1 is not None:
-    writer.write_scalars(
-      100, {"eval/top1": top1, "eval/top5": top1 + 0.2, "eval/loss": train_loss + 0.1}
-    )
+    scalars = {"eval/top1": top1, "eval/top5": top1 + 0.2, "eval/loss": train_loss + 0.1}
+    writer.write_scalars(100, scalars)
+    if finished is None or finished:
+      metrics.write_final(str(point_dir), 100, scalars)
   writer.close()
 
 
@@ -174,7 +176,8 @@ def test_results_table(tmp_path):
 def test_finished_points_are_skipped(tmp_path, capsys):
   points = two_by_two()
   write_run(tmp_path / sweep.point_dirname(0, points[0]), 1.5, top1=0.625)  # finished
-  write_run(tmp_path / sweep.point_dirname(1, points[1]), 1.5)  # interrupted before its eval
+  # Killed right after a mid-run evaluation: its last line holds eval/top1, but it is unfinished.
+  write_run(tmp_path / sweep.point_dirname(1, points[1]), 1.5, top1=0.5, finished=False)
   commands = []
 
   def fake_runner(command):

@@ -37,6 +37,9 @@ def test_two_step_run_writes_metrics_config_and_checkpoint(data_dir, tmp_path):
   assert json.loads((tmp_path / "config.json").read_text())["total_steps"] == 2
   assert (tmp_path / "checkpoints" / "2").is_dir()
   assert os.listdir(tmp_path / "tensorboard")
+  final = json.loads((tmp_path / "final.json").read_text())
+  assert final["step"] == 2 and final["eval/top1"] == eval_line["eval/top1"]
+  assert final["eval/count"] == 24 and final["seconds"] > 0
 
 
 def test_resume_after_interruption_is_bit_identical(data_dir, tmp_path, monkeypatch):
@@ -56,6 +59,7 @@ def test_resume_after_interruption_is_bit_identical(data_dir, tmp_path, monkeypa
   monkeypatch.setattr(pipeline, "prefetch", dying_prefetch)
   with pytest.raises(Killed):
     train.train_and_evaluate(_config(data_dir), str(tmp_path / "b"))
+  assert not (tmp_path / "b" / "final.json").exists()  # unfinished
   monkeypatch.setattr(pipeline, "prefetch", real_prefetch)
   resumed = train.train_and_evaluate(_config(data_dir), str(tmp_path / "b"))
 
@@ -64,6 +68,19 @@ def test_resume_after_interruption_is_bit_identical(data_dir, tmp_path, monkeypa
     np.testing.assert_array_equal(a, b)
   steps = [m["step"] for m in _read_jsonl(tmp_path / "b" / "metrics.jsonl") if "train/loss" in m]
   assert steps == [1, 2, 3, 4, 5, 6]  # no step logged twice
+  assert json.loads((tmp_path / "b" / "final.json").read_text())["step"] == 6
+
+
+def test_extending_a_finished_run_resumes_and_refinalises(data_dir, tmp_path):
+  train.train_and_evaluate(_config(data_dir, total_steps=3), str(tmp_path))
+  assert json.loads((tmp_path / "final.json").read_text())["step"] == 3
+  # Rerunning the finished command trains nothing and keeps the marker.
+  again = train.train_and_evaluate(_config(data_dir, total_steps=3), str(tmp_path))
+  assert int(again.step) == 3
+  assert json.loads((tmp_path / "final.json").read_text())["step"] == 3
+  longer = train.train_and_evaluate(_config(data_dir, total_steps=6), str(tmp_path))
+  assert int(longer.step) == 6
+  assert json.loads((tmp_path / "final.json").read_text())["step"] == 6
 
 
 @pytest.mark.parametrize(
@@ -83,8 +100,11 @@ def test_non_finite_loss_stops_the_run_naming_the_step(data_dir, tmp_path):
   config = _config(data_dir)
   config.optimizer.learning_rate = 1e30
   config.optimizer.clip_global_norm = 0.0
-  with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at step \d"):
+  with pytest.raises(FloatingPointError, match=r"^non-finite .* step \d+$"):
     train.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "final.json").exists()
+  checkpoints = tmp_path / "checkpoints"
+  assert not checkpoints.exists() or not any(p.name.isdigit() for p in checkpoints.iterdir())
 
 
 def _main_command(data_dir, workdir, total_steps):
