@@ -1,0 +1,146 @@
+"""ModelNet40 from the raw OFF meshes, and the Perceiver paper's point-cloud augmentation.
+
+On-disk layout of the raw release (ModelNet40.zip):
+  ROOT/<class>/train/<class>_0001.off
+  ROOT/<class>/test/<class>_0627.off
+Classes are the sorted folder names (40 of them: airplane ... xbox), labels their indices.
+
+`read_off` parses one mesh, `sample_surface` draws points uniformly over its surface (each
+triangle chosen with probability proportional to its area, then a uniform point inside it),
+and `load_split` does both for every mesh of a split. `augment` is the paper's training
+augmentation (per-point scaling in [0.99, 1.01], then zero mean and unit cube); `normalize` is
+the zero-mean, unit-cube step alone, for evaluation.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from absl import logging
+
+NUM_CLASSES = 40
+SPLITS = ("train", "test")
+
+
+def read_off(path: str) -> tuple[np.ndarray, np.ndarray]:
+  """Vertices [V, 3] float64 and triangles [F, 3] int64 of an OFF file.
+
+  Polygons with more than three corners are split into a fan of triangles. The header may
+  share its line with the counts (`OFF490 518 0`), as in some ModelNet40 files.
+  """
+  with open(path, "rb") as f:
+    text = f.read().decode("ascii", errors="replace")
+  lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+  lines = [line for line in lines if line]
+  if not lines or not lines[0].startswith("OFF"):
+    raise ValueError(f"{path}: not an OFF file (first line {lines[0][:40] if lines else ''!r})")
+  rest = lines[0][3:].strip()
+  body = lines[1:] if not rest else [rest, *lines[1:]]
+  try:
+    num_vertices, num_faces = (int(v) for v in body[0].split()[:2])
+    vertices = np.array([body[1 + i].split()[:3] for i in range(num_vertices)], np.float64)
+    triangles = []
+    for line in body[1 + num_vertices : 1 + num_vertices + num_faces]:
+      values = [int(v) for v in line.split()]
+      corners = values[1 : 1 + values[0]]
+      if len(corners) != values[0] or values[0] < 3:
+        raise ValueError("bad face")
+      triangles.extend((corners[0], corners[i], corners[i + 1]) for i in range(1, len(corners) - 1))
+  except (ValueError, IndexError):
+    raise ValueError(f"{path}: truncated or malformed OFF data") from None
+  if len(body) < 1 + num_vertices + num_faces:
+    raise ValueError(
+      f"{path}: truncated, header promises {num_vertices} vertices, {num_faces} faces"
+    )
+  if vertices.shape != (num_vertices, 3) or not np.all(np.isfinite(vertices)):
+    raise ValueError(f"{path}: vertices are not {num_vertices} finite xyz triples")
+  faces = np.array(triangles, np.int64).reshape(-1, 3)
+  if faces.size == 0:
+    raise ValueError(f"{path}: no faces")
+  if faces.min() < 0 or faces.max() >= num_vertices:
+    raise ValueError(f"{path}: face index {faces.max()} out of range for {num_vertices} vertices")
+  return vertices, faces
+
+
+def sample_surface(
+  vertices: np.ndarray, faces: np.ndarray, num_points: int, rng: np.random.Generator
+) -> np.ndarray:
+  """`num_points` points [num_points, 3] uniformly distributed over the mesh's surface area."""
+  a, b, c = (vertices[faces[:, i]] for i in range(3))
+  areas = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+  total = areas.sum()
+  if not total > 0:
+    raise ValueError("mesh has zero surface area")
+  chosen = rng.choice(len(faces), size=num_points, p=areas / total)
+  # Uniform in a triangle: u, v in [0, 1), reflected into the lower half of the square.
+  u, v = rng.random((2, num_points, 1))
+  flip = u + v > 1
+  u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
+  a, b, c = a[chosen], b[chosen], c[chosen]
+  return (a + u * (b - a) + v * (c - a)).astype(np.float32)
+
+
+def class_names(root: str) -> list[str]:
+  if not os.path.isdir(root):
+    raise ValueError(f"ModelNet40 root {root!r} is not a directory")
+  names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+  if not names:
+    raise ValueError(f"ModelNet40 root {root!r} has no class folders")
+  return names
+
+
+def load_split(
+  root: str, split: str, *, num_points: int = 2048, seed: int = 0, skip_bad: bool = False
+) -> dict[str, np.ndarray]:
+  """{"points": [N, num_points, 3] float32, "labels": [N] int32} for every mesh of `split`.
+
+  A corrupt mesh raises a ValueError naming the file, or with `skip_bad=True` is left out and
+  counted (the count and the first such file are logged, and returned as "num_skipped").
+  """
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+  rng = np.random.default_rng(seed)
+  points, labels, skipped = [], [], []
+  for label, name in enumerate(class_names(root)):
+    folder = os.path.join(root, name, split)
+    if not os.path.isdir(folder):
+      raise ValueError(f"missing split folder {folder}")
+    for file in sorted(f for f in os.listdir(folder) if f.endswith(".off")):
+      path = os.path.join(folder, file)
+      try:
+        points.append(sample_surface(*read_off(path), num_points, rng))
+      except ValueError as e:
+        if not skip_bad:
+          raise ValueError(f"{e}" if path in str(e) else f"{path}: {e}") from None
+        skipped.append(path)
+        continue
+      labels.append(label)
+  if skipped:
+    logging.warning(
+      "ModelNet40 %s: skipped %d unreadable meshes, e.g. %s", split, len(skipped), skipped[0]
+    )
+  if not points:
+    raise ValueError(f"no readable meshes in split {split!r} under {root}")
+  return {
+    "points": np.stack(points),
+    "labels": np.array(labels, np.int32),
+    "num_skipped": np.array(len(skipped)),
+  }
+
+
+def normalize(points: np.ndarray) -> np.ndarray:
+  """Zero mean, then scaled so the largest absolute coordinate is 1 (the cube [-1, 1]^3).
+
+  `points` is [..., P, 3]; each cloud is normalised on its own.
+  """
+  centred = points - points.mean(axis=-2, keepdims=True)
+  extent = np.abs(centred).max(axis=(-2, -1), keepdims=True)
+  return centred / np.where(extent > 0, extent, 1.0)
+
+
+def augment(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """The paper's training augmentation: each point's coordinates scaled by one factor drawn
+  uniformly from [0.99, 1.01], then `normalize`."""
+  scale = rng.uniform(0.99, 1.01, size=(*points.shape[:-1], 1))
+  return normalize(points * scale).astype(np.float32)

@@ -1,0 +1,139 @@
+"""Tests for perceiver_jax/data/modelnet40.py on tiny OFF meshes written here."""
+
+import numpy as np
+import pytest
+
+from perceiver_jax.data import modelnet40 as mn
+
+CUBE = """OFF
+# a unit cube centred at the origin, six quads
+8 6 0
+-0.5 -0.5 -0.5
+0.5 -0.5 -0.5
+0.5 0.5 -0.5
+-0.5 0.5 -0.5
+-0.5 -0.5 0.5
+0.5 -0.5 0.5
+0.5 0.5 0.5
+-0.5 0.5 0.5
+4 0 3 2 1
+4 4 5 6 7
+4 0 1 5 4
+4 2 3 7 6
+4 1 2 6 5
+4 0 4 7 3
+"""
+
+# Two disjoint right triangles in the plane z = 0 with areas 1 and 3; the header shares its
+# line with the counts, as in some ModelNet40 files.
+TWO_TRIANGLES = """OFF6 2 0
+0 0 0
+2 0 0
+0 1 0
+10 0 0
+13 0 0
+10 2 0
+3 0 1 2
+3 3 4 5
+"""
+
+
+def _write(path, text):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(text)
+  return str(path)
+
+
+def test_read_off_triangulates_quads(tmp_path):
+  vertices, faces = mn.read_off(_write(tmp_path / "cube.off", CUBE))
+  assert vertices.shape == (8, 3) and faces.shape == (12, 3)
+  a, b, c = (vertices[faces[:, i]] for i in range(3))
+  areas = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+  np.testing.assert_allclose(areas.sum(), 6.0)  # the cube's surface area
+
+
+def test_samples_lie_on_the_surface_and_follow_area(tmp_path):
+  rng = np.random.default_rng(0)
+  points = mn.sample_surface(*mn.read_off(_write(tmp_path / "cube.off", CUBE)), 2000, rng)
+  assert points.shape == (2000, 3) and points.dtype == np.float32
+  # Every point is on a face of the cube: some coordinate is +-0.5, none beyond.
+  assert np.all(np.abs(points) <= 0.5 + 1e-6)
+  np.testing.assert_allclose(np.abs(points).max(axis=1), 0.5, atol=1e-6)
+  # Each of the six faces gets about a sixth of the points.
+  face_of_point = np.argmax(np.abs(points), axis=1) * 2 + (points.max(axis=1) > 0.4999)
+  counts = np.bincount(face_of_point, minlength=6)
+  assert np.all(np.abs(counts / 2000 - 1 / 6) < 0.04)
+
+  points = mn.sample_surface(*mn.read_off(_write(tmp_path / "t.off", TWO_TRIANGLES)), 8000, rng)
+  in_big = points[:, 0] >= 10
+  assert abs(in_big.mean() - 0.75) < 0.03  # area 3 of 4
+  # Uniform inside a triangle: the mean is the centroid.
+  np.testing.assert_allclose(points[in_big].mean(axis=0), [11, 2 / 3, 0], atol=0.05)
+  np.testing.assert_allclose(points[~in_big].mean(axis=0), [2 / 3, 1 / 3, 0], atol=0.05)
+
+
+@pytest.mark.parametrize(
+  "text, message",
+  [
+    ("PLY\n", "not an OFF file"),
+    ("OFF\n8 6 0\n0 0 0\n", "truncated or malformed"),
+    ("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", "face index 7 out of range"),
+    ("OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n", "truncated, header promises 3 vertices, 2"),
+  ],
+)
+def test_bad_off_files_name_the_file(tmp_path, text, message):
+  path = _write(tmp_path / "bad.off", text)
+  with pytest.raises(ValueError, match=message) as info:
+    mn.read_off(path)
+  assert path in str(info.value)
+
+
+def _dataset(root):
+  for name in ("bed", "airplane"):
+    for split, count in (("train", 2), ("test", 1)):
+      for i in range(count):
+        _write(root / name / split / f"{name}_{i:04d}.off", CUBE)
+  return str(root)
+
+
+def test_load_split_labels_by_sorted_class_folder(tmp_path):
+  root = _dataset(tmp_path / "ModelNet40")
+  train = mn.load_split(root, "train", num_points=64)
+  assert train["points"].shape == (4, 64, 3)
+  assert train["labels"].tolist() == [0, 0, 1, 1]  # airplane before bed
+  assert int(train["num_skipped"]) == 0
+  again = mn.load_split(root, "train", num_points=64)
+  np.testing.assert_array_equal(train["points"], again["points"])  # seeded
+  assert mn.load_split(root, "test", num_points=64)["labels"].tolist() == [0, 1]
+
+
+def test_corrupt_mesh_raises_or_is_skipped_and_counted(tmp_path):
+  root = _dataset(tmp_path / "ModelNet40")
+  bad = _write(tmp_path / "ModelNet40" / "bed" / "train" / "bed_9999.off", "OFF\n8 6 0\n")
+  with pytest.raises(ValueError, match="bed_9999.off: truncated or malformed"):
+    mn.load_split(root, "train", num_points=8)
+  data = mn.load_split(root, "train", num_points=8, skip_bad=True)
+  assert int(data["num_skipped"]) == 1 and len(data["labels"]) == 4
+  assert bad
+
+
+def test_missing_split_and_root(tmp_path):
+  root = _dataset(tmp_path / "ModelNet40")
+  (tmp_path / "ModelNet40" / "chair").mkdir()
+  with pytest.raises(ValueError, match=r"missing split folder .*chair/train"):
+    mn.load_split(root, "train")
+  with pytest.raises(ValueError, match="is not a directory"):
+    mn.load_split(str(tmp_path / "nope"), "train")
+  with pytest.raises(ValueError, match="unknown split 'val'"):
+    mn.load_split(root, "val")
+
+
+def test_augment_scales_then_centres_into_the_unit_cube():
+  rng = np.random.default_rng(0)
+  points = rng.normal(size=(3, 500, 3)) * 5 + 7
+  out = mn.augment(points, rng)
+  np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-5)
+  np.testing.assert_allclose(np.abs(out).max(axis=(1, 2)), 1, atol=1e-6)
+  # The per-point scaling is at most 1%: close to plain normalisation, but not equal.
+  plain = mn.normalize(points)
+  assert 0 < np.abs(out - plain).max() < 0.1
