@@ -14,6 +14,7 @@ setuptools.setup(
   install_requires=[
     "absl-py>=2.1",
     "dm-haiku>=0.0.13",
+    "h5py>=3.10",
     "jax>=0.4.30",
     "ml-collections>=0.1.1",
     "numpy>=1.26",

@@ -137,3 +137,61 @@ def test_augment_scales_then_centres_into_the_unit_cube():
   # The per-point scaling is at most 1%: close to plain normalisation, but not equal.
   plain = mn.normalize(points)
   assert 0 < np.abs(out - plain).max() < 0.1
+
+
+def _h5(path, data, label):
+  import h5py
+
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with h5py.File(path, "w") as f:
+    f.create_dataset("data", data=data)
+    f.create_dataset("label", data=label)
+
+
+def _hdf5_release(root, rng):
+  """Two train shards and one test shard in the release's layout, with its listed paths."""
+  shards = {
+    "train": [(5, "ply_data_train0.h5"), (3, "ply_data_train1.h5")],
+    "test": [(4, "ply_data_test0.h5")],
+  }
+  for split, files in shards.items():
+    listed = []
+    for count, name in files:
+      data = rng.normal(size=(count, 16, 3)).astype(np.float32)
+      label = rng.integers(0, 40, size=(count, 1)).astype(np.uint8)
+      _h5(root / name, data, label)
+      listed.append(f"data/modelnet40_ply_hdf5_2048/{name}")
+    (root / f"{split}_files.txt").write_text("\n".join(listed) + "\n")
+  return str(root)
+
+
+def test_hdf5_release_loads_in_listed_order(tmp_path):
+  import h5py
+
+  root = _hdf5_release(tmp_path / "modelnet40_ply_hdf5_2048", np.random.default_rng(0))
+  train = mn.load_hdf5_split(root, "train")
+  assert train["points"].shape == (8, 16, 3) and train["points"].dtype == np.float32
+  assert train["labels"].shape == (8,) and train["labels"].dtype == np.int32
+  with h5py.File(f"{root}/ply_data_train1.h5") as f:
+    np.testing.assert_array_equal(train["points"][5:], f["data"][:])
+    np.testing.assert_array_equal(train["labels"][5:], f["label"][:, 0])
+  assert mn.load_hdf5_split(root, "test")["points"].shape == (4, 16, 3)
+
+
+def test_hdf5_bad_input(tmp_path):
+  root = tmp_path / "m"
+  _hdf5_release(root, np.random.default_rng(0))
+  with pytest.raises(ValueError, match="missing file list"):
+    mn.load_hdf5_split(str(tmp_path), "train")
+  (root / "ply_data_test0.h5").write_bytes(b"not hdf5 at all")
+  with pytest.raises(ValueError, match=r"ply_data_test0.h5: unreadable HDF5"):
+    mn.load_hdf5_split(str(root), "test")
+  _h5(root / "ply_data_test0.h5", np.zeros((2, 16, 3), np.float32), np.array([[3], [40]]))
+  with pytest.raises(ValueError, match=r"label 40 out of range \[0, 40\)"):
+    mn.load_hdf5_split(str(root), "test")
+  _h5(root / "ply_data_test0.h5", np.zeros((2, 16, 2), np.float32), np.array([[3], [4]]))
+  with pytest.raises(ValueError, match=r"`data` has shape \(2, 16, 2\)"):
+    mn.load_hdf5_split(str(root), "test")
+  (root / "ply_data_train1.h5").unlink()
+  with pytest.raises(ValueError, match="ply_data_train1.h5' listed in .* does not exist"):
+    mn.load_hdf5_split(str(root), "train")

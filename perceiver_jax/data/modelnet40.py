@@ -1,6 +1,11 @@
-"""ModelNet40 from the raw OFF meshes, and the Perceiver paper's point-cloud augmentation.
+"""ModelNet40 in its two standard formats, and the Perceiver paper's point-cloud augmentation.
 
-On-disk layout of the raw release (ModelNet40.zip):
+The HDF5 release with 2,048 points per object (modelnet40_ply_hdf5_2048):
+  ROOT/train_files.txt, ROOT/test_files.txt   one .h5 path per line
+  ROOT/ply_data_train0.h5, ...                datasets `data` [N, 2048, 3], `label` [N, 1]
+`load_hdf5_split` reads it (h5py is imported only there).
+
+The raw meshes (ModelNet40.zip):
   ROOT/<class>/train/<class>_0001.off
   ROOT/<class>/test/<class>_0627.off
 Classes are the sorted folder names (40 of them: airplane ... xbox), labels their indices.
@@ -127,6 +132,55 @@ def load_split(
     "labels": np.array(labels, np.int32),
     "num_skipped": np.array(len(skipped)),
   }
+
+
+def _resolve_listed_path(root: str, listed: str) -> str:
+  """The release lists paths like `data/modelnet40_ply_hdf5_2048/ply_data_train0.h5`: take the
+  path as given if it exists (absolute, or relative to ROOT), else its file name inside ROOT."""
+  for candidate in (
+    listed,
+    os.path.join(root, listed),
+    os.path.join(root, os.path.basename(listed)),
+  ):
+    if os.path.isfile(candidate):
+      return candidate
+  raise ValueError(f"file {listed!r} listed in {root} does not exist")
+
+
+def load_hdf5_split(root: str, split: str) -> dict[str, np.ndarray]:
+  """{"points": [N, P, 3] float32, "labels": [N] int32} from the HDF5 release's `split`."""
+  import h5py  # only this format needs it
+
+  if split not in SPLITS:
+    raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+  listing = os.path.join(root, f"{split}_files.txt")
+  if not os.path.isfile(listing):
+    raise ValueError(f"missing file list {listing}")
+  with open(listing) as f:
+    files = [_resolve_listed_path(root, line.strip()) for line in f if line.strip()]
+  if not files:
+    raise ValueError(f"{listing} lists no files")
+  points, labels = [], []
+  for path in files:
+    try:
+      with h5py.File(path, "r") as h5:
+        data, label = np.asarray(h5["data"], np.float32), np.asarray(h5["label"])
+    except (OSError, KeyError) as e:
+      raise ValueError(f"{path}: unreadable HDF5 ({str(e).splitlines()[0]})") from None
+    if data.ndim != 3 or data.shape[-1] != 3:
+      raise ValueError(f"{path}: `data` has shape {data.shape}, expected [N, points, 3]")
+    label = label.reshape(-1)
+    if label.shape[0] != data.shape[0]:
+      raise ValueError(f"{path}: {label.shape[0]} labels for {data.shape[0]} objects")
+    if label.size and (label.min() < 0 or label.max() >= NUM_CLASSES):
+      raise ValueError(f"{path}: label {int(label.max())} out of range [0, {NUM_CLASSES})")
+    if not np.all(np.isfinite(data)):
+      raise ValueError(f"{path}: `data` holds NaN or infinity")
+    points.append(data)
+    labels.append(label.astype(np.int32))
+  if len({p.shape[1] for p in points}) != 1:
+    raise ValueError(f"{listing}: files hold different numbers of points per object")
+  return {"points": np.concatenate(points), "labels": np.concatenate(labels)}
 
 
 def normalize(points: np.ndarray) -> np.ndarray:
