@@ -44,6 +44,11 @@ def _json_number(value) -> float | None:
   return value if math.isfinite(value) else None
 
 
+def _record(step: int, scalars: Mapping[str, float]) -> dict:
+  """`{"step": step, **scalars}` as strict-JSON numbers (non-finite values become None)."""
+  return {"step": int(step), **{k: _json_number(v) for k, v in scalars.items()}}
+
+
 class MetricWriter:
   """Appends scalars to `workdir/metrics.jsonl` and to TensorBoard events in `workdir/tensorboard/`.
 
@@ -72,8 +77,7 @@ class MetricWriter:
     """Appends one line `{"step": step, **scalars}` and logs the scalars to TensorBoard."""
     if not self._enabled:
       return
-    record = {"step": int(step), **{k: _json_number(v) for k, v in scalars.items()}}
-    self._file.write(json.dumps(record, allow_nan=False) + "\n")
+    self._file.write(json.dumps(_record(step, scalars), allow_nan=False) + "\n")
     self._file.flush()
     os.fsync(self._file.fileno())  # a crash then loses at most the line being written
     for key, value in scalars.items():
@@ -142,7 +146,7 @@ def write_final(workdir: str, step: int, scalars: Mapping[str, float], **extra) 
   Its presence is what marks a run as finished (for sweeps and scripts); the trainer deletes it
   when a run is resumed or extended past it.
   """
-  record = {"step": int(step), **{k: _json_number(v) for k, v in scalars.items()}, **extra}
+  record = {**_record(step, scalars), **extra}
   atomic_write_text(os.path.join(workdir, FINAL_FILE), json.dumps(record, indent=2) + "\n")
 
 

@@ -93,16 +93,15 @@ def fourier_position_encoding(
   """
   max_resolution = tuple(index_dims) if max_resolution is None else tuple(max_resolution)
   if pos is None:
-    # The grid is the same for every example: compute its features once, then broadcast.
+    # The grid is the same for every example: its features are computed once and broadcast.
     pos = build_linear_positions(index_dims).reshape(1, -1, len(index_dims))
-    features = fourier_features(pos, num_bands, max_resolution, concat_pos, sine_only)
-    return jnp.broadcast_to(features, (batch_size, *features.shape[1:]))
-  if pos.shape[-1] != len(index_dims):
+  elif pos.shape[-1] != len(index_dims):
     raise ValueError(
       f"positions have {pos.shape[-1]} dimensions, index_dims {tuple(index_dims)} has "
       f"{len(index_dims)}"
     )
-  return fourier_features(pos, num_bands, max_resolution, concat_pos, sine_only)
+  features = fourier_features(pos, num_bands, max_resolution, concat_pos, sine_only)
+  return jnp.broadcast_to(features, (batch_size, *features.shape[1:]))
 
 
 class TrainablePositionEncoding(hk.Module):

@@ -170,6 +170,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
     donate_argnums=(0,),
   )
   p_eval_step = jax.pmap(ts.make_eval_step(forward), axis_name=ts.AXIS)
+
+  def evaluate_test_split(state: ts.TrainState) -> dict[str, float]:
+    return evaluate(p_eval_step, state.params, state.state, data["test"], config, prepare)
+
   state = ts.replicate(state, jax.local_device_count())
   final_path = os.path.join(workdir, metrics_lib.FINAL_FILE)
   if is_chief and start_step < total_steps and os.path.exists(final_path):
@@ -202,9 +206,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
         scalars = {f"train/{k}": float(v[0]) for k, v in train_metrics.items()}
         writer.write_scalars(step, {**scalars, **(rates or {})})
       if do_eval:
-        eval_metrics = evaluate(
-          p_eval_step, state.params, state.state, data["test"], config, prepare
-        )
+        eval_metrics = evaluate_test_split(state)
         writer.write_scalars(step, eval_metrics)
       if do_save:
         checkpointer.save(step, _unreplicate(state), force=True)
@@ -216,8 +218,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
     checkpointer.close()
     writer.close()
   if step == total_steps:
-    if not eval_metrics:  # nothing left to train: a rerun of a finished (or nearly) run
-      eval_metrics = evaluate(p_eval_step, state.params, state.state, data["test"], config, prepare)
+    if not eval_metrics:
+      # The loop evaluates at the last step, so this is a rerun that had nothing left to train.
+      # Every process evaluates (a collective): only process 0 knows whether final.json exists.
+      eval_metrics = evaluate_test_split(state)
     if is_chief and (start_step < total_steps or not os.path.exists(final_path)):
       seconds = round(time.monotonic() - started, 1)
       metrics_lib.write_final(workdir, step, eval_metrics, seconds=seconds)

@@ -36,8 +36,7 @@ def shard_for_process(
   Returns:
     int64 [n_local] indices.
   """
-  if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+  _check_process(process_index, process_count)
   base, remainder = divmod(num_examples, process_count)
   if drop_remainder:
     start, size = process_index * base, base
@@ -45,6 +44,11 @@ def shard_for_process(
     start = process_index * base + min(process_index, remainder)
     size = base + (process_index < remainder)
   return np.arange(start, start + size)
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
 
 
 def _num_examples(arrays: Batch) -> int:
@@ -99,9 +103,8 @@ def train_batches(
     {key: [*shape_prefix, ...]} with prod(shape_prefix) == batch_size // process_count.
   """
   num_examples = _num_examples(arrays)
+  _check_process(process_index, process_count)
   local, prefix = _local_shape(batch_size, process_count, shape_prefix)
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} is not in [0, {process_count})")
   steps_per_epoch = num_examples // batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} training examples")
