@@ -52,6 +52,8 @@ def training_defaults() -> ml_collections.ConfigDict:
       num_epochs=1.0,  # used when total_steps == 0
       total_steps=0,
       label_smoothing=0.0,
+      # Multi-label targets (AudioSet): sigmoid cross-entropy, evaluated by mAP.
+      multi_label=False,
       log_every_steps=100,
       eval_every_steps=1000,
       checkpoint_every_steps=1000,

@@ -1,9 +1,15 @@
 """Builds a Perceiver from a model config (`configs/*.py`, `perceiver_jax.registry`).
 
 The model section of a config (`config.model`) has these fields:
-  input_shape            e.g. (224, 224, 3), one example without the batch axis.
+  modality               'image' (default), 'points' or 'audio_video'.
+  input_shape            one example without the batch axis: (H, W, C) for images,
+                         (P, 3) for point clouds.
   num_classes            output classes.
-  input.*                image preprocessing (`preprocessors.ImagePreprocessor`).
+  input.*                image preprocessing (`preprocessors.ImagePreprocessor`); for
+                         'points' only `input.fourier` is used
+                         (`preprocessors.PointCloudPreprocessor`).
+  audio_video.*          audio, video and multimodal inputs (`audio_video`), whose own
+                         functions build, size and validate them.
   num_latents, num_latent_channels, num_blocks, num_self_attends_per_block,
   num_cross_attends, cross_attend_placement, share_cross_attend_weights,
   share_latent_block_weights, *_heads, *_widening_factor, dropout_*  the encoder.
@@ -30,6 +36,18 @@ from perceiver_jax import position_encoding
 from perceiver_jax import preprocessors
 
 DECODER_TYPES = ("classification", "projection")
+MODALITIES = ("image", "points", "audio_video")
+
+
+def modality(cfg: ml_collections.ConfigDict) -> str:
+  """The input modality; configs saved before the field existed are image models."""
+  return cfg.get("modality", "image")
+
+
+def _audio_video():
+  from perceiver_jax import audio_video  # noqa: PLC0415 (only these models need it)
+
+  return audio_video
 
 
 def _or_none(value: int) -> int | None:
@@ -46,6 +64,12 @@ def _position_kwargs(cfg: ml_collections.ConfigDict) -> tuple[dict, dict]:
 def input_channels(cfg: ml_collections.ConfigDict) -> int:
   """Width C of the encoder's input array [B, M, C], computed from the config."""
   inp = cfg.input
+  if modality(cfg) == "audio_video":
+    return _audio_video().input_channels(cfg)
+  if modality(cfg) == "points":
+    return cfg.input_shape[-1] + position_encoding.num_fourier_channels(
+      3, inp.fourier.num_bands, inp.fourier.concat_pos, inp.fourier.sine_only
+    )
   image_channels = cfg.input_shape[-1]
   if inp.prep_type in ("conv", "conv1x1"):
     features = inp.num_channels
@@ -78,10 +102,21 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
       value = value[part]
     return value
 
-  if cfg.input.prep_type not in preprocessors.PREP_TYPES:
-    fail("input.prep_type", f"expected one of {preprocessors.PREP_TYPES}")
-  if cfg.input.position_encoding_type not in ("fourier", "trainable"):
-    fail("input.position_encoding_type", "expected 'fourier' or 'trainable'")
+  kind = modality(cfg)
+  if kind not in MODALITIES:
+    fail("modality", f"expected one of {MODALITIES}")
+  if kind == "audio_video":
+    _audio_video().validate(cfg)
+  elif kind == "points":
+    if len(cfg.input_shape) != 2 or cfg.input_shape[-1] != 3:
+      fail("input_shape", "a point cloud model needs (num_points, 3)")
+    if len(cfg.input.fourier.max_resolution) != 3:
+      fail("input.fourier.max_resolution", "a point cloud needs one entry per axis (x, y, z)")
+  else:
+    if cfg.input.prep_type not in preprocessors.PREP_TYPES:
+      fail("input.prep_type", f"expected one of {preprocessors.PREP_TYPES}")
+    if cfg.input.position_encoding_type not in ("fourier", "trainable"):
+      fail("input.position_encoding_type", "expected 'fourier' or 'trainable'")
   if cfg.decoder.type not in DECODER_TYPES:
     fail("decoder.type", f"expected one of {DECODER_TYPES}")
   if cfg.cross_attend_placement not in encoder_lib.CROSS_ATTEND_PLACEMENTS:
@@ -112,16 +147,21 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   for field in ("dropout_prob", "dropout_attn_prob"):
     if not 0.0 <= cfg[field] < 1.0:
       fail(field, "must be in [0, 1)")
-  height, width = cfg.input_shape[:2]
-  sd = cfg.input.spatial_downsample
-  if cfg.input.prep_type == "patches" and (height % sd or width % sd):
-    fail("input.spatial_downsample", f"does not divide the image size {height}x{width}")
+  if kind == "image":
+    height, width = cfg.input_shape[:2]
+    sd = cfg.input.spatial_downsample
+    if cfg.input.prep_type == "patches" and (height % sd or width % sd):
+      fail("input.spatial_downsample", f"does not divide the image size {height}x{width}")
 
 
-def build_modules(cfg: ml_collections.ConfigDict):
-  """Creates (preprocessor, encoder, decoder) modules; call inside a Haiku transform."""
+def _build_preprocessor(cfg: ml_collections.ConfigDict):
+  kind = modality(cfg)
+  if kind == "audio_video":
+    return _audio_video().build_preprocessor(cfg)
   fourier, trainable = _position_kwargs(cfg.input)
-  preprocessor = preprocessors.ImagePreprocessor(
+  if kind == "points":
+    return preprocessors.PointCloudPreprocessor(fourier_kwargs=fourier)
+  return preprocessors.ImagePreprocessor(
     prep_type=cfg.input.prep_type,
     spatial_downsample=cfg.input.spatial_downsample,
     num_channels=cfg.input.num_channels,
@@ -133,6 +173,11 @@ def build_modules(cfg: ml_collections.ConfigDict):
     conv_after_patching=cfg.input.conv_after_patching,
     permutation_seed=cfg.input.permutation_seed if cfg.input.permute_pixels else None,
   )
+
+
+def build_modules(cfg: ml_collections.ConfigDict):
+  """Creates (preprocessor, encoder, decoder) modules; call inside a Haiku transform."""
+  preprocessor = _build_preprocessor(cfg)
   encoder = encoder_lib.PerceiverEncoder(
     num_latents=cfg.num_latents,
     num_latent_channels=cfg.num_latent_channels,
@@ -168,16 +213,19 @@ def build_modules(cfg: ml_collections.ConfigDict):
 
 
 def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
-  """Returns `forward(images [B, H, W, C], *, is_training) -> logits [B, num_classes]`.
+  """Returns `forward(inputs, *, is_training) -> logits [B, num_classes]`.
+
+  `inputs` is images [B, H, W, C], points [B, P, 3], or for 'audio_video' models an array
+  or a dict of arrays (see `audio_video`).
 
   Initialise with `is_training=True` (BatchNorm state needs it). Evaluation with
   dropout off needs no PRNG key: `apply(params, state, None, images, is_training=False)`.
   """
   validate_model_config(cfg)
 
-  def forward(images: jax.Array, *, is_training: bool) -> jax.Array:
+  def forward(raw_inputs, *, is_training: bool) -> jax.Array:
     preprocessor, encoder, decoder = build_modules(cfg)
-    inputs, inputs_without_pos = preprocessor(images, is_training=is_training)  # [B, M, C]
+    inputs, inputs_without_pos = preprocessor(raw_inputs, is_training=is_training)  # [B, M, C]
     z = encoder.latents(inputs.shape[0])  # [B, N, D]
     z = encoder(inputs, z, is_training=is_training)
     if cfg.decoder.type == "projection":
@@ -188,7 +236,10 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
   return hk.transform_with_state(forward)
 
 
-def dummy_images(cfg: ml_collections.ConfigDict, batch_size: int = 1) -> jax.Array:
+def dummy_inputs(cfg: ml_collections.ConfigDict, batch_size: int = 1):
+  """Zeros shaped like a batch of model inputs (for initialisation and shape checks)."""
+  if modality(cfg) == "audio_video":
+    return _audio_video().dummy_inputs(cfg, batch_size)
   return jnp.zeros((batch_size, *cfg.input_shape), jnp.float32)
 
 
@@ -196,7 +247,7 @@ def param_shapes(cfg: ml_collections.ConfigDict) -> tuple[hk.Params, hk.State]:
   """Parameter and state shapes (`jax.ShapeDtypeStruct` leaves) without allocating them."""
   model = build_model(cfg)
   return jax.eval_shape(
-    lambda: model.init(jax.random.PRNGKey(0), dummy_images(cfg), is_training=True)
+    lambda: model.init(jax.random.PRNGKey(0), dummy_inputs(cfg), is_training=True)
   )
 
 

@@ -183,3 +183,28 @@ class ImagePreprocessor(hk.Module):
       perm = fixed_permutation(inputs.shape[1], self._permutation_seed)
       inputs, inputs_without_pos = inputs[:, perm], inputs_without_pos[:, perm]
     return inputs, inputs_without_pos
+
+
+class PointCloudPreprocessor(hk.Module):
+  """Point clouds [B, P, 3] -> [B, P, 3 + C_ff]: each point's xyz, then Fourier features of it.
+
+  The coordinates serve as both the features and the positions (the Perceiver's ModelNet40
+  input): the points are expected in the cube [-1, 1]^3 (`data.modelnet40.normalize`), and
+  `fourier_kwargs` (num_bands, max_resolution with one entry per axis, concat_pos,
+  sine_only) set the features exactly as for an image grid.
+  """
+
+  def __init__(self, fourier_kwargs: dict | None = None, name: str = "point_cloud_preprocessor"):
+    super().__init__(name=name)
+    self._fourier_kwargs = dict(fourier_kwargs or {})
+
+  def __call__(self, points: jax.Array, *, is_training: bool) -> tuple[jax.Array, jax.Array]:
+    """Returns (inputs [B, P, 3 + C_ff], inputs_without_pos [B, P, 3])."""
+    del is_training
+    if points.ndim != 3 or points.shape[-1] != 3:
+      raise ValueError(f"PointCloudPreprocessor expects [B, P, 3] points, got shape {points.shape}")
+    fourier = dict(self._fourier_kwargs)
+    if not fourier.get("max_resolution"):
+      raise ValueError("PointCloudPreprocessor needs fourier max_resolution, one entry per axis")
+    pos_enc = position_encoding.fourier_features(points.astype(jnp.float32), **fourier)
+    return jnp.concatenate([points, pos_enc.astype(points.dtype)], axis=-1), points

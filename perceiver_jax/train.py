@@ -19,7 +19,9 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
+from perceiver_jax import average_precision
 from perceiver_jax import checkpointing
 from perceiver_jax import metrics as metrics_lib
 from perceiver_jax import model
@@ -51,6 +53,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       _fail(field, config[field], "must be at least 1")
   if not 0.0 <= config.label_smoothing < 1.0:
     _fail("label_smoothing", config.label_smoothing, "must be in [0, 1)")
+  if config.get("multi_label", False) and config.label_smoothing:
+    _fail("label_smoothing", config.label_smoothing, "multi-label (sigmoid) training needs 0")
+  if config.data.get("eval_windows", 0) < 0:
+    _fail("data.eval_windows", config.data.eval_windows, "must be 0 (none) or positive")
 
 
 def _total_steps(config, num_train_examples: int) -> tuple[int, int]:
@@ -79,19 +85,11 @@ def _unreplicate(tree):
   return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def evaluate(eval_step, params, model_state, split: dict, config, prepare) -> dict[str, float]:
-  """Metrics over the whole split, each example counted once (padding is masked)."""
-  batches = pipeline.eval_batches(
-    split,
-    config.eval_batch_size,
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    shape_prefix=_device_shape(config.eval_batch_size),
-  )
+def _eval_sums(eval_step, params, model_state, batches) -> dict[str, float]:
+  """Single-label metrics: add the steps' sums over the split, divide once."""
   totals = None
   for batch in batches:
-    sums = eval_step(params, model_state, prepare(batch))
-    sums = jax.tree.map(lambda x: float(x[0]), sums)
+    sums = jax.tree.map(lambda x: float(x[0]), eval_step(params, model_state, batch))
     totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}
   count = max(totals["count"], 1.0)
   return {
@@ -100,6 +98,35 @@ def evaluate(eval_step, params, model_state, split: dict, config, prepare) -> di
     "eval/top5": totals["top5_sum"] / count,
     "eval/count": totals["count"],
   }
+
+
+def _eval_multi_label(eval_step, params, model_state, batches) -> dict[str, float]:
+  """Multi-label metrics over the whole split: mAP and the mean binary cross-entropy."""
+  scores, labels = [], []
+  for batch in batches:
+    batch_scores = np.asarray(eval_step(params, model_state, batch)["scores"])
+    real = np.asarray(batch["mask"]).reshape(-1) > 0
+    scores.append(batch_scores.reshape(-1, batch_scores.shape[-1])[real])
+    labels.append(np.asarray(batch["labels"]).reshape(real.shape[0], -1)[real])
+  scores, labels = np.concatenate(scores), np.concatenate(labels)
+  if jax.process_count() > 1:
+    scores = multihost_utils.process_allgather(scores, tiled=True)
+    labels = multihost_utils.process_allgather(labels, tiled=True)
+  probs = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
+  bce = -(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)).mean(axis=-1)
+  return {
+    "eval/mAP": average_precision.mean_average_precision(scores, labels),
+    "eval/loss": float(bce.mean()),
+    "eval/count": float(len(labels)),
+  }
+
+
+def evaluate(eval_step, params, model_state, data: datasets.Data, config) -> dict[str, float]:
+  """Metrics over the whole evaluation split, each example counted once (padding is masked)."""
+  batches = data.eval_batches(_device_shape(config.eval_batch_size))
+  if config.get("multi_label", False):
+    return _eval_multi_label(eval_step, params, model_state, batches)
+  return _eval_sums(eval_step, params, model_state, batches)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.TrainState:
@@ -111,9 +138,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
   if is_chief:
     metrics_lib.write_config(workdir, config)
 
-  data = datasets.load(config.data)
-  prepare = datasets.preparer(config.data)
-  total_steps, steps_per_epoch = _total_steps(config, len(data["train"]["labels"]))
+  data = datasets.load(config, process_index=jax.process_index(), process_count=jax.process_count())
+  total_steps, steps_per_epoch = _total_steps(config, data.num_train_examples)
   schedule = optimizer_lib.learning_rate_schedule(
     config.optimizer,
     total_steps=total_steps,
@@ -121,9 +147,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
     batch_size=config.batch_size,
   )
   tx = optimizer_lib.make_optimizer(config.optimizer, schedule)
+  multi_label = config.get("multi_label", False)
   forward = model.build_model(config.model)
 
-  example = prepare({"images": data["train"]["images"][:1]})["images"]
+  example = data.example["inputs"]
   state = jax.jit(lambda rng: ts.init_train_state(forward, tx, rng, example))(
     jax.random.PRNGKey(config.seed)
   )
@@ -145,34 +172,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
     state = state._replace(params=params, state=model_state, opt_state=tx.init(params))
   start_step = int(state.step)
 
-  train_iter = pipeline.prefetch(
-    map(
-      prepare,
-      pipeline.train_batches(
-        data["train"],
-        config.batch_size,
-        seed=config.seed,
-        start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        shape_prefix=_device_shape(config.batch_size),
-      ),
-    )
-  )
+  train_iter = pipeline.prefetch(data.train_batches(start_step, _device_shape(config.batch_size)))
   p_train_step = jax.pmap(
     ts.make_train_step(
       forward,
       tx,
       schedule,
       label_smoothing=config.label_smoothing,
+      multi_label=multi_label,
     ),
     axis_name=ts.AXIS,
     donate_argnums=(0,),
   )
-  p_eval_step = jax.pmap(ts.make_eval_step(forward), axis_name=ts.AXIS)
+  p_eval_step = jax.pmap(
+    ts.make_eval_step(
+      forward, multi_label=multi_label, num_windows=config.data.get("eval_windows", 0)
+    ),
+    axis_name=ts.AXIS,
+  )
 
   def evaluate_test_split(state: ts.TrainState) -> dict[str, float]:
-    return evaluate(p_eval_step, state.params, state.state, data["test"], config, prepare)
+    return evaluate(p_eval_step, state.params, state.state, data, config)
 
   state = ts.replicate(state, jax.local_device_count())
   final_path = os.path.join(workdir, metrics_lib.FINAL_FILE)

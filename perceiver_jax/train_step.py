@@ -1,8 +1,10 @@
 """The pure training and evaluation steps, built once and pmapped.
 
 Shapes: a batch is a dict of arrays shaped `[local_devices, per_device, ...]` outside
-`pmap`, `[per_device, ...]` inside it: `images` [b, H, W, C], `labels` [b] (int) or
-[b, K] (soft, after MixUp/CutMix), and for evaluation `mask` [b] (0 for padding).
+`pmap`, `[per_device, ...]` inside it: `inputs` (images [b, H, W, C], points [b, P, 3], or
+a dict of modality arrays), `labels` [b] (int), [b, K] (soft, after MixUp/CutMix) or
+[b, K] multi-hot (multi-label), and for evaluation `mask` [b] (0 for padding). Windowed
+evaluation inputs carry a window axis, [b, W, ...].
 
 Everything the steps need comes in as arguments: they read no flags or globals.
 """
@@ -34,11 +36,11 @@ def init_train_state(
   forward: hk.TransformedWithState,
   tx: optax.GradientTransformation,
   rng: jax.Array,
-  example_images: jax.Array,
+  example_inputs,
 ) -> TrainState:
   """A fresh state; call once (e.g. under `jax.jit`) and replicate to the devices."""
   init_rng, train_rng = jax.random.split(rng)
-  params, state = forward.init(init_rng, example_images, is_training=True)
+  params, state = forward.init(init_rng, example_inputs, is_training=True)
   return TrainState(jnp.zeros((), jnp.int32), params, state, tx.init(params), train_rng)
 
 
@@ -66,8 +68,8 @@ def make_train_step(
   device draws its own dropout key from (base key, step, device index).
   """
 
-  def loss_fn(params, model_state, images, labels, rng):
-    logits, model_state = forward.apply(params, model_state, rng, images, is_training=True)
+  def loss_fn(params, model_state, inputs, labels, rng):
+    logits, model_state = forward.apply(params, model_state, rng, inputs, is_training=True)
     if multi_label:
       loss = losses.sigmoid_cross_entropy(logits, labels)
     else:
@@ -79,7 +81,7 @@ def make_train_step(
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), device)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, (logits, model_state)), grads = grad_fn(
-      state.params, state.state, batch["images"], batch["labels"], rng
+      state.params, state.state, batch["inputs"], batch["labels"], rng
     )
     grads = jax.lax.pmean(grads, axis_name)
     model_state = jax.lax.pmean(model_state, axis_name)
@@ -99,15 +101,41 @@ def make_train_step(
   return train_step
 
 
-def make_eval_step(forward: hk.TransformedWithState, *, axis_name: str = AXIS):
-  """Returns `eval_step(params, state, batch) -> metric sums` to run under `pmap`.
+def _fold_windows(inputs, num_windows: int):
+  """[b, W, ...] leaves -> [b * W, ...]."""
+  return jax.tree.map(lambda x: x.reshape(x.shape[0] * num_windows, *x.shape[2:]), inputs)
 
-  Sums (not means) over the real examples of all devices, so that a whole split is
-  counted exactly once by adding batches and dividing at the end.
+
+def make_eval_step(
+  forward: hk.TransformedWithState,
+  *,
+  multi_label: bool = False,
+  num_windows: int = 0,
+  axis_name: str = AXIS,
+):
+  """Returns `eval_step(params, state, batch)` to run under `pmap`.
+
+  Single-label: metric sums (not means) over the real examples of all devices, so that a
+  whole split is counted exactly once by adding batches and dividing at the end.
+  Multi-label: per-example sigmoid scores [b, K] (mAP needs the whole split's ranking).
+  With `num_windows = W > 0` the inputs are [b, W, ...]; the windows of an example are
+  scored separately and their probabilities averaged (softmax or sigmoid).
   """
 
   def eval_step(params: hk.Params, model_state: hk.State, batch: dict) -> dict:
-    logits, _ = forward.apply(params, model_state, None, batch["images"], is_training=False)
+    inputs = batch["inputs"]
+    if num_windows:
+      inputs = _fold_windows(inputs, num_windows)
+    logits, _ = forward.apply(params, model_state, None, inputs, is_training=False)
+    logits = logits.astype(jnp.float32)
+    if multi_label:
+      scores = jax.nn.sigmoid(logits)
+      if num_windows:
+        scores = jnp.mean(scores.reshape(-1, num_windows, scores.shape[-1]), axis=1)
+      return {"scores": scores}
+    if num_windows:
+      probs = jax.nn.softmax(logits).reshape(-1, num_windows, logits.shape[-1])
+      logits = jnp.log(jnp.maximum(jnp.mean(probs, axis=1), 1e-30))
     sums = losses.classification_metric_sums(logits, batch["labels"], batch["mask"])
     return jax.lax.psum(sums, axis_name)
 

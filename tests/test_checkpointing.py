@@ -45,7 +45,7 @@ def _real_state(num_classes: int = 10, seed: int = 0) -> TrainState:
   cfg.num_classes = num_classes
   forward = model.build_model(cfg)
   rng = jax.random.PRNGKey(seed)
-  return train_step.init_train_state(forward, optax.lamb(1e-3), rng, model.dummy_images(cfg))
+  return train_step.init_train_state(forward, optax.lamb(1e-3), rng, model.dummy_inputs(cfg))
 
 
 def _assert_identical(actual, expected):

@@ -79,7 +79,7 @@ def init_perturbed(cfg, seed: int = 0):
   init_cfg = cfg.copy_and_resolve_references()
   init_cfg.attention_chunk_size, init_cfg.remat = 0, False
   forward = model.build_model(init_cfg)
-  params, state = forward.init(jax.random.PRNGKey(seed), model.dummy_images(cfg), is_training=True)
+  params, state = forward.init(jax.random.PRNGKey(seed), model.dummy_inputs(cfg), is_training=True)
   return perturb(params, seed), state
 
 

@@ -33,7 +33,7 @@ def _run(setup, num_devices, steps=3):
   )
   state = ts.replicate(state, num_devices)
   batch = {
-    "images": images.reshape(num_devices, -1, *images.shape[1:]),
+    "inputs": images.reshape(num_devices, -1, *images.shape[1:]),
     "labels": labels.reshape(num_devices, -1),
   }
   history = []
@@ -64,7 +64,7 @@ def test_replicas_stay_identical_and_metrics_are_reported(setup):
   n = jax.local_device_count()
   state = ts.replicate(state, n)
   batch = {
-    "images": images[: 2 * n].reshape(n, 2, *images.shape[1:]),
+    "inputs": images[: 2 * n].reshape(n, 2, *images.shape[1:]),
     "labels": labels[: 2 * n].reshape(n, 2),
   }
   state, metrics = step(state, batch)
@@ -79,7 +79,7 @@ def test_eval_step_counts_each_real_example_once(setup):
   n = 8
   mask = (jnp.arange(16) < 13).astype(jnp.float32)  # 3 padded examples
   batch = {
-    "images": images.reshape(n, 2, *images.shape[1:]),
+    "inputs": images.reshape(n, 2, *images.shape[1:]),
     "labels": labels.reshape(n, 2),
     "mask": mask.reshape(n, 2),
   }
