@@ -17,6 +17,9 @@ The model section of a config (`config.model`) has these fields:
   remat                  rematerialise every block in the backward pass.
   decoder.type           'classification' (Perceiver IO query decoder) or
                          'projection' (mean over latents + Linear, the original Perceiver).
+  architecture           'perceiver' (default), or a baseline fed the same input array
+                         (`baselines`): 'convnet', 'vit', 'transformer', configured by
+                         `baseline.*`; the encoder and decoder fields are then unused.
 
 Top-level module names are those of the official release (`image_preprocessor`,
 `perceiver_encoder`, `classification_decoder`), so its checkpoints load as they are.
@@ -30,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from perceiver_jax import baselines
 from perceiver_jax import decoders
 from perceiver_jax import encoder as encoder_lib
 from perceiver_jax import position_encoding
@@ -42,6 +46,19 @@ MODALITIES = ("image", "points", "audio_video")
 def modality(cfg: ml_collections.ConfigDict) -> str:
   """The input modality; configs saved before the field existed are image models."""
   return cfg.get("modality", "image")
+
+
+def architecture(cfg: ml_collections.ConfigDict) -> str:
+  return cfg.get("architecture", "perceiver")
+
+
+def input_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
+  """The (rows, columns) of the image grid the input elements come from: every prep type
+  (strided pixels, patches, the SAME-padded conv stems) divides each side by
+  `spatial_downsample`, rounding up."""
+  height, width = cfg.input_shape[:2]
+  down = cfg.input.spatial_downsample
+  return -(-height // down), -(-width // down)
 
 
 def _audio_video():
@@ -105,6 +122,10 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
   kind = modality(cfg)
   if kind not in MODALITIES:
     fail("modality", f"expected one of {MODALITIES}")
+  if architecture(cfg) not in baselines.ARCHITECTURES:
+    fail("architecture", f"expected one of {baselines.ARCHITECTURES}")
+  if architecture(cfg) != "perceiver":
+    _validate_baseline(cfg, fail)
   if kind == "audio_video":
     _audio_video().validate(cfg)
   elif kind == "points":
@@ -152,6 +173,41 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
     sd = cfg.input.spatial_downsample
     if cfg.input.prep_type == "patches" and (height % sd or width % sd):
       fail("input.spatial_downsample", f"does not divide the image size {height}x{width}")
+
+
+def _validate_baseline(cfg: ml_collections.ConfigDict, fail) -> None:
+  if modality(cfg) != "image":
+    fail("architecture", "the baselines take image inputs only")
+  rows, cols = input_grid(cfg)
+  if architecture(cfg) == "convnet":
+    return
+  if cfg.baseline.num_channels % cfg.baseline.num_heads:
+    fail("baseline.num_channels", f"not divisible by num_heads={cfg.baseline.num_heads}")
+  patch = cfg.baseline.patch_size if architecture(cfg) == "vit" else 1
+  if patch < 1 or rows % patch or cols % patch:
+    fail("baseline.patch_size", f"does not divide the {rows}x{cols} input grid")
+
+
+def _build_baseline(cfg: ml_collections.ConfigDict):
+  base = cfg.baseline
+  if architecture(cfg) == "convnet":
+    return baselines.ConvNetClassifier(
+      cfg.num_classes,
+      input_grid(cfg),
+      stage_channels=tuple(base.stage_channels),
+      blocks_per_stage=base.blocks_per_stage,
+    )
+  return baselines.TransformerClassifier(
+    cfg.num_classes,
+    input_grid(cfg),
+    num_channels=base.num_channels,
+    num_layers=base.num_layers,
+    num_heads=base.num_heads,
+    patch_size=base.patch_size if architecture(cfg) == "vit" else 1,
+    widening_factor=base.widening_factor,
+    dropout_prob=cfg.dropout_prob,
+    name=architecture(cfg),
+  )
 
 
 def _build_preprocessor(cfg: ml_collections.ConfigDict):
@@ -224,6 +280,9 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
   validate_model_config(cfg)
 
   def forward(raw_inputs, *, is_training: bool) -> jax.Array:
+    if architecture(cfg) != "perceiver":
+      inputs, _ = _build_preprocessor(cfg)(raw_inputs, is_training=is_training)
+      return _build_baseline(cfg)(inputs, is_training=is_training)
     preprocessor, encoder, decoder = build_modules(cfg)
     inputs, inputs_without_pos = preprocessor(raw_inputs, is_training=is_training)  # [B, M, C]
     z = encoder.latents(inputs.shape[0])  # [B, N, D]
