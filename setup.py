@@ -13,7 +13,9 @@ setuptools.setup(
   python_requires=">=3.11",
   install_requires=[
     "absl-py>=2.1",
+    "array-record>=0.8",  # ImageNet/AudioSet array_record shards
     "dm-haiku>=0.0.13",
+    "grain>=0.2.18",  # input pipelines over array_record
     "h5py>=3.10",
     "jax>=0.4.30",
     "ml-collections>=0.1.1",
@@ -22,8 +24,30 @@ setuptools.setup(
     "orbax-checkpoint>=0.11",
     "pillow>=10.0",
     "tensorboardX>=2.6",
+    "tensorflow-datasets>=4.9.10",  # reads TFDS array_record datasets without TensorFlow
   ],
   extras_require={
-    "test": ["chex>=0.1.86", "pytest>=8.0", "pytest-xdist>=3.5", "ruff>=0.6"],
+    # AudioSet: scripts/prepare_audioset.py and the loader (lower bounds: the tested versions).
+    "audioset": [
+      "array-record>=0.8",
+      "av>=18.0",
+      "grain>=0.2.18",
+      "scipy>=1.11",
+      "soundfile>=0.12",
+    ],
+    # TFDS's own ImageNet builder (scripts/build_imagenet.py --backend=tensorflow).
+    # importlib_resources: TFDS imports it when it prepares one of its own datasets.
+    "tf": ["importlib_resources>=6.0", "tensorflow>=2.16"],
+    "test": [
+      "array-record>=0.8",
+      "av>=18.0",
+      "chex>=0.1.86",
+      "grain>=0.2.18",
+      "pytest>=8.0",
+      "pytest-xdist>=3.5",
+      "ruff>=0.6",
+      "scipy>=1.11",
+      "soundfile>=0.12",
+    ],
   },
 )

@@ -80,9 +80,9 @@ def _position_kwargs(cfg: ml_collections.ConfigDict) -> tuple[dict, dict]:
 
 def input_channels(cfg: ml_collections.ConfigDict) -> int:
   """Width C of the encoder's input array [B, M, C], computed from the config."""
-  inp = cfg.input
   if modality(cfg) == "audio_video":
     return _audio_video().input_channels(cfg)
+  inp = cfg.input
   if modality(cfg) == "points":
     return cfg.input_shape[-1] + position_encoding.num_fourier_channels(
       3, inp.fourier.num_bands, inp.fourier.concat_pos, inp.fourier.sine_only

@@ -18,8 +18,19 @@ EXPERIMENTS = sorted(
   if not os.path.basename(p).startswith(("_", "common"))
 )
 ARGS = {
-  "imagenet": ["variant=io_fourier", "variant=perceiver_ff", "variant=testing"],
+  "imagenet": [
+    *(f"variant={v}" for v in ("perceiver_ff", "perceiver_ff_permuted", "perceiver_learned")),
+    *(f"variant={v}" for v in ("io_fourier", "io_conv", "io_learned", "testing")),
+    "variant=io_conv,runlocal",
+    "variant=perceiver_ff,runlocal",
+  ],
   "fashion_mnist": [None, "runlocal", "prep=pixels,permuted", "permuted,runlocal"],
+  "audioset": [
+    *(f"variant={v}" for v in ("audio_raw", "audio_mel", "video", "audio_video")),
+    "variant=audio_mel_video",
+    "variant=audio_mel_video,runlocal",
+  ],
+  "modelnet40": [None, "format=off", "runlocal"],
 }
 
 
@@ -62,3 +73,40 @@ def test_fashion_mnist_arguments():
   assert tuple(default.model.input.fourier.max_resolution) == ()
   with pytest.raises(ValueError, match=r"config argument prep='conv': expected one of"):
     fashion_mnist.get_config("prep=conv")
+
+
+def test_imagenet_recipes():
+  from configs import imagenet
+
+  perceiver = imagenet.get_config("variant=perceiver_ff")
+  opt = perceiver.optimizer
+  assert (opt.name, opt.learning_rate, opt.scale_lr_by_batch) == ("lamb", 0.004, False)
+  assert (opt.schedule, tuple(opt.decay_epochs), opt.decay_factor) == ("step", (84, 102, 114), 0.1)
+  assert perceiver.num_epochs == 120 and perceiver.data.randaugment_layers == 4
+  assert perceiver.data.mixup_alpha == perceiver.data.cutmix_alpha == 0
+  io = imagenet.get_config("variant=io_conv")
+  opt = io.optimizer
+  assert (opt.name, opt.learning_rate, opt.scale_lr_by_batch) == ("lamb", 5e-4, True)
+  assert (opt.schedule, opt.weight_decay, opt.clip_global_norm) == ("constant_cosine", 0.1, 10)
+  assert (io.num_epochs, io.batch_size, io.label_smoothing) == (110, 1024, 0.1)
+  assert (io.data.mixup_alpha, io.data.randaugment_magnitude) == (0.2, 5)
+  assert io.model.input.prep_type == "conv"
+  local = imagenet.get_config("variant=io_fourier,runlocal")
+  assert local.total_steps == 20 and local.data.num_eval_examples == 2 * local.eval_batch_size
+  assert imagenet.get_config(None).variant == "io_fourier"
+  with pytest.raises(ValueError, match=r"variant='resnet': expected one of"):
+    imagenet.get_config("variant=resnet")
+
+
+def test_audioset_recipe():
+  from configs import audioset
+
+  config = audioset.get_config("variant=audio_video")
+  model_cfg = config.model
+  assert config.multi_label and config.data.eval_windows == 16 and config.num_epochs == 100
+  assert (model_cfg.num_blocks, model_cfg.num_cross_attends) == (2, 2)
+  assert model_cfg.num_self_attends_per_block == 8 and model_cfg.num_classes == 527
+  assert not model_cfg.share_latent_block_weights and not model_cfg.share_cross_attend_weights
+  assert model_cfg.audio_video.video_dropout == 0.3 and model_cfg.decoder.type == "projection"
+  with pytest.raises(ValueError, match=r"variant='speech': expected one of"):
+    audioset.get_config("variant=speech")

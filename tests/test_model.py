@@ -12,8 +12,17 @@ from perceiver_jax import registry
 def test_input_channels_matches_the_built_model(name):
   cfg = registry.get_model_config(name)
   params, _ = model.param_shapes(cfg)
-  kv_ln = params["perceiver_encoder/~/cross_attention/layer_norm_1"]["scale"]
-  assert kv_ln.shape == (model.input_channels(cfg),)
+  channels = model.input_channels(cfg)
+  if model.architecture(cfg) == "convnet":
+    assert params["convnet/stem_conv"]["w"].shape[2] == channels
+  elif model.architecture(cfg) == "vit":
+    patch = cfg.baseline.patch_size
+    assert params["vit/embed"]["w"].shape[0] == patch * patch * channels
+  elif model.architecture(cfg) == "transformer":
+    assert params["transformer/embed"]["w"].shape[0] == channels
+  else:
+    kv_ln = params["perceiver_encoder/~/cross_attention/layer_norm_1"]["scale"]
+    assert kv_ln.shape == (channels,)
 
 
 @pytest.mark.parametrize(

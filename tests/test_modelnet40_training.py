@@ -122,7 +122,14 @@ def test_paper_model_shapes():
   cfg = registry.get_model_config("modelnet40")
   assert model.input_channels(cfg) == 3 + 3 + 2 * 3 * 64  # 390
   params, _ = model.param_shapes(cfg)
-  assert model.count_params(params) == 44_793_844
+  # From first principles: two cross-attends with their own weights (the second is the first
+  # of the shared set), one shared block of 6 self-attends, the latents and a 40-way head.
+  d, c = 1024, 390
+  linear = lambda i, o: i * o + o  # noqa: E731
+  cross = 2 * d + 2 * c + linear(d, c) + 2 * linear(c, c) + linear(c, d) + 2 * d + 2 * linear(d, d)
+  self_attend = 4 * d + 4 * linear(d, d) + 2 * linear(d, d)
+  expected = 512 * d + 2 * cross + 6 * self_attend + linear(d, 40)
+  assert model.count_params(params) == expected == 44_793_844
   config = modelnet40_config.get_config(None)
   assert (config.batch_size, config.total_steps) == (512, 50_000)
   assert (config.optimizer.name, config.optimizer.schedule) == ("lamb", "constant")

@@ -16,6 +16,13 @@ GOLDEN_PARAM_COUNTS = {
   "perceiver_learned": 48_189_577,
   "fashion_mnist": 307_982,  # 4x4 patches: 50 input channels, 32 x 128 latents
   "testing": 27_893,
+  "modelnet40": 44_793_844,  # derived in test_modelnet40_training.py
+  # Table 2 in miniature: 784 pixels + 8-band Fourier features (35 channels).
+  "fmnist_perceiver_ff": 295_052,
+  "fmnist_perceiver_learned": 276_459,
+  "fmnist_convnet_ff": 317_866,
+  "fmnist_vit_ff": 866_442,
+  "fmnist_transformer_ff": 799_242,
 }
 
 
@@ -148,6 +155,7 @@ def test_paper_imagenet_perceiver_counts():
 
 def test_unknown_variant_names_the_choices():
   with pytest.raises(
-    ValueError, match="unknown model variant 'nope'; known variants: fashion_mnist, io_conv"
+    ValueError,
+    match="unknown model variant 'nope'; known variants: fashion_mnist, fmnist_convnet_ff",
   ):
     registry.get_model_config("nope")

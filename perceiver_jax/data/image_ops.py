@@ -18,6 +18,7 @@ only to decode files. (The official colab differs: cv2 INTER_CUBIC on uint8.)
 """
 
 import functools
+import io
 import os
 
 import numpy as np
@@ -101,9 +102,10 @@ def resize_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def normalize(image: np.ndarray) -> np.ndarray:
   """Returns `(image - mean) / std` as float32; image: [..., 3] RGB in 0..255."""
-  mean = np.asarray(IMAGENET_MEAN_RGB, np.float32)
-  std = np.asarray(IMAGENET_STDDEV_RGB, np.float32)
-  return (np.asarray(image, np.float32) - mean) / std
+  out = np.array(image, np.float32)  # a copy, normalised in place: no temporaries
+  out -= np.asarray(IMAGENET_MEAN_RGB, np.float32)
+  out /= np.asarray(IMAGENET_STDDEV_RGB, np.float32)
+  return out
 
 
 def center_crop_and_resize(
@@ -143,8 +145,21 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
   image, or corrupt. Truncated files raise too, as long as nothing in the
   process has set `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` (this module does not).
   """
+  return _decode(path, repr(os.fspath(path)))
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+  """Decodes encoded image bytes (JPEG, PNG, ...) to [H, W, 3] uint8 RGB, as `load_image`.
+
+  Raises ValueError naming `name` (e.g. a dataset record) when the bytes are not
+  an image or are corrupt or truncated.
+  """
+  return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name: str) -> np.ndarray:
   try:
-    with Image.open(path) as img:
+    with Image.open(source) as img:
       img.load()  # Image.open only reads the header; decode everything now.
       return np.asarray(img.convert("RGB"), dtype=np.uint8)
   except FileNotFoundError:
@@ -153,7 +168,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     problem = "not a recognised image format"
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     problem = getattr(e, "strerror", None) or str(e).splitlines()[0] or type(e).__name__
-  raise ValueError(f"cannot read image {os.fspath(path)!r}: {problem}")
+  raise ValueError(f"cannot read image {name}: {problem}")
 
 
 def preprocess_for_eval(image: np.ndarray, size: int = 224) -> np.ndarray:
