@@ -13,6 +13,7 @@ import pathlib
 import sys
 
 import av
+import main_runner
 import numpy as np
 import pytest
 import soundfile
@@ -262,39 +263,23 @@ def _assert_batches_equal(a, b):
 def test_two_steps_through_main(prepared, tmp_path):
   """The real command on the prepared tiny clips: 2 multi-label training steps of raw audio +
   video, then evaluation of both eval clips over their windows, reported as mAP."""
-  import subprocess
-
   _, out, _ = prepared
   workdir = tmp_path / "run"
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "perceiver_jax.main",
-      "--config=configs/audioset.py:variant=audio_video,runlocal",
-      f"--workdir={workdir}",
-      f"--config.data.data_dir={out}",
-      "--config.data.train_splits=('balanced_train',)",
-      "--config.data.num_threads=2",
-      "--config.model.audio_video.video.num_frames=4",
-      "--config.model.audio_video.video.image_size=16",
-      "--config.model.audio_video.audio.num_samples=7680",
-      "--config.batch_size=2",
-      "--config.eval_batch_size=2",
-      "--config.total_steps=2",
-      "--config.eval_every_steps=2",
-      "--config.log_every_steps=1",
-    ],
-    cwd=SCRIPT.parent.parent,
-    # Two CPU devices, so that a batch of 2 of the 3 training clips splits over them.
-    env={
-      **os.environ,
-      "JAX_PLATFORMS": "cpu",
-      "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-    },
-    capture_output=True,
-    text=True,
-    timeout=300,
+  result = main_runner.run_main(
+    "audioset.py:variant=audio_video,runlocal",
+    workdir,
+    f"--config.data.data_dir={out}",
+    "--config.data.train_splits=('balanced_train',)",
+    "--config.data.num_threads=2",
+    "--config.model.audio_video.video.num_frames=4",
+    "--config.model.audio_video.video.image_size=16",
+    "--config.model.audio_video.audio.num_samples=7680",
+    "--config.batch_size=2",
+    "--config.eval_batch_size=2",
+    "--config.total_steps=2",
+    "--config.eval_every_steps=2",
+    "--config.log_every_steps=1",
+    num_devices=2,  # so that a batch of 2 of the 3 training clips splits over the devices
   )
   assert result.returncode == 0, result.stderr[-3000:]
   final = json.loads((workdir / "final.json").read_text())

@@ -9,6 +9,7 @@ import io
 import logging
 import tarfile
 
+import main_runner
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -340,30 +341,15 @@ def test_two_steps_through_main(tfds_dir, tmp_path):
   """The real command on the tiny TFDS build: trains 2 steps (MixUp/CutMix soft labels,
   label smoothing, LAMB) and evaluates every validation image once."""
   import json
-  import os
-  import pathlib
-  import subprocess
-  import sys
 
-  repo = pathlib.Path(__file__).resolve().parent.parent
   workdir = tmp_path / "run"
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "perceiver_jax.main",
-      "--config=configs/imagenet.py:variant=testing",
-      f"--workdir={workdir}",
-      f"--config.data.data_dir={tfds_dir}",
-      "--config.total_steps=2",
-      "--config.eval_every_steps=2",
-      "--config.log_every_steps=1",
-    ],
-    cwd=repo,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    capture_output=True,
-    text=True,
-    timeout=300,
+  result = main_runner.run_main(
+    "imagenet.py:variant=testing",
+    workdir,
+    f"--config.data.data_dir={tfds_dir}",
+    "--config.total_steps=2",
+    "--config.eval_every_steps=2",
+    "--config.log_every_steps=1",
   )
   assert result.returncode == 0, result.stderr[-3000:]
   final = json.loads((workdir / "final.json").read_text())

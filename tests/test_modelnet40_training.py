@@ -2,15 +2,12 @@
 `python -m perceiver_jax.main` on tiny datasets written here in both release formats."""
 
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import h5py
 import haiku as hk
 import jax
 import jax.numpy as jnp
+import main_runner
 import numpy as np
 import pytest
 from test_modelnet40 import CUBE
@@ -22,7 +19,6 @@ from perceiver_jax import preprocessors
 from perceiver_jax import registry
 from perceiver_jax.data import datasets
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # A tetrahedron: a second shape, so the two classes differ.
 TETRAHEDRON = """OFF
 4 4 0
@@ -64,23 +60,13 @@ def write_off_release(root, per_class=4):
 
 
 def run_main(config_arg, workdir, *overrides):
-  return subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "perceiver_jax.main",
-      f"--config=configs/modelnet40.py:{config_arg}",
-      f"--workdir={workdir}",
-      "--config.total_steps=2",
-      "--config.batch_size=8",  # a multiple of the 8 CPU devices the tests run with
-      "--config.eval_batch_size=8",
-      *overrides,
-    ],
-    cwd=REPO_ROOT,
-    env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    capture_output=True,
-    text=True,
-    timeout=300,
+  return main_runner.run_main(
+    f"modelnet40.py:{config_arg}",
+    workdir,
+    "--config.total_steps=2",
+    "--config.batch_size=8",  # a multiple of the 8 CPU devices the tests run with
+    "--config.eval_batch_size=8",
+    *overrides,
   )
 
 
