@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     prefetch_examples=256,
   )
   config.batch_size = 512
-  config.eval_batch_size = 64  # x 16 windows
+  config.eval_batch_size = 32  # x 16 windows = 512 windows per step, as many as in training
   config.num_epochs = 100.0
   config.eval_every_steps = 5000
   config.checkpoint_every_steps = 2000
