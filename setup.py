@@ -18,6 +18,7 @@ setuptools.setup(
     "grain>=0.2.18",  # input pipelines over array_record
     "h5py>=3.10",
     "jax>=0.4.30",
+    "matplotlib>=3.8",  # the plots of scripts/reproduce.py
     "ml-collections>=0.1.1",
     "numpy>=1.26",
     "optax>=0.2.2",

@@ -9,6 +9,10 @@ Arguments (`--config=configs/fashion_mnist.py:prep=pixels,permuted`):
                 of 2 self-attends, mean-pool head; 307,982 parameters.
   prep=pixels   784 inputs: one per pixel + Fourier features of the 28x28 grid, exactly the
                 paper's input format (2.7x slower per step on this CPU).
+  model=NAME    another registry variant on the same data, e.g. the Table 2 models
+                fmnist_perceiver_ff, fmnist_perceiver_learned, fmnist_convnet_ff,
+                fmnist_vit_ff, fmnist_transformer_ff (784 pixels + Fourier features); `prep`
+                applies to the default model only.
   permuted      one fixed, seeded permutation of the inputs (pixels with prep=pixels, patches
                 with prep=patches), applied after the position features are attached, so the
                 Perceiver sees the same set of inputs in another order.
@@ -30,15 +34,20 @@ from configs import common
 from perceiver_jax import registry
 
 PREPS = ("patches", "pixels")
+DEFAULT_MODEL = "fashion_mnist"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, prep="patches", permuted=False, runlocal=False)
+  arg = common.parse_arg(arg, prep="patches", permuted=False, runlocal=False, model=DEFAULT_MODEL)
   if arg.prep not in PREPS:
     raise ValueError(f"config argument prep={arg.prep!r}: expected one of {PREPS}")
+  if arg.model != DEFAULT_MODEL and arg.prep != "patches":
+    raise ValueError(f"config argument prep={arg.prep!r} applies to model={DEFAULT_MODEL} only")
   config = common.training_defaults()
-  config.variant = "fashion_mnist"
-  config.model = registry.get_model_config("fashion_mnist")
+  config.variant = arg.model
+  config.model = registry.get_model_config(arg.model)
+  if config.model.input_shape != (28, 28, 1) or config.model.num_classes != 10:
+    raise ValueError(f"config argument model={arg.model!r} is not a 28x28x1, 10-class model")
   if arg.prep == "pixels":
     config.model.input.prep_type = "pixels"
     config.model.input.spatial_downsample = 1

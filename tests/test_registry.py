@@ -22,7 +22,7 @@ GOLDEN_PARAM_COUNTS = {
   "fmnist_perceiver_learned": 276_459,
   "fmnist_convnet_ff": 317_866,
   "fmnist_vit_ff": 866_442,
-  "fmnist_transformer_ff": 799_242,
+  "fmnist_transformer_ff": 103_050,
 }
 
 

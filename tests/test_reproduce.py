@@ -1,0 +1,129 @@
+"""scripts/reproduce.py: the experiment tables, their resumption and their reports."""
+
+import csv
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import _write_idx
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "scripts"))
+import reproduce  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fmnist_dir(tmp_path_factory):
+  """300 training and 40 test images: enough for the configs' batch of 128."""
+  root = tmp_path_factory.mktemp("fmnist300")
+  rng = np.random.default_rng(0)
+  for prefix, n in (("train", 300), ("t10k", 40)):
+    labels = rng.integers(0, 10, n)
+    images = rng.integers(0, 60, (n, 28, 28)) + labels[:, None, None] * 19
+    _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+    _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+  return str(root)
+
+
+def _reproduce(name, tmp_path, data_dir):
+  return subprocess.run(
+    [
+      sys.executable,
+      "scripts/reproduce.py",
+      name,
+      "--quick",
+      f"--runs_dir={tmp_path / 'runs'}",
+      f"--out_dir={tmp_path / 'out'}",
+      f"--data_dir={data_dir}",
+    ],
+    cwd=REPO_ROOT,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+
+
+def test_experiments_are_the_papers_grids():
+  table2 = reproduce.experiment("table2", quick=False)
+  assert len(table2.rows) == 10 and table2.seeds == (0, 1, 2)
+  assert {r.config_arg for r in table2.rows} >= {
+    "model=fmnist_convnet_ff,permuted=True",
+    "model=fmnist_perceiver_ff,permuted=False",
+  }
+  table6 = reproduce.experiment("table6", quick=False)
+  assert [dict(r.labels)["cross-attends"] for r in table6.rows] == ["1", "2", "4", "8"] * 2
+  for row in table6.rows:  # a fixed latent depth of 8 self-attends
+    cfg = reproduce.model_config(row)
+    assert cfg.num_blocks * cfg.num_self_attends_per_block == 8
+  shared, unshared = (reproduce.model_config(r) for r in reproduce.experiment("table7", False).rows)
+  assert shared.share_latent_block_weights and not unshared.share_latent_block_weights
+  with pytest.raises(ValueError, match="unknown experiment 'table9'"):
+    reproduce.experiment("table9", quick=True)
+
+
+def test_table2_report_gives_mean_std_and_change(tmp_path):
+  exp = reproduce.experiment("table2", quick=False)
+  records = []
+  for row in exp.rows:
+    permuted = dict(row.labels)["inputs"] == "permuted"
+    base = 0.5 if "convnet" in row.name and permuted else 0.8
+    for seed in exp.seeds:
+      records.append(
+        dict(
+          row=row,
+          seed=seed,
+          run_dir=f"{row.name}/{seed}",
+          top1=base + 0.01 * seed,
+          top5=0.99,
+          loss=0.5,
+          seconds=10.0,
+        )
+      )
+  table = reproduce.report_table2(records, str(tmp_path), exp)
+  convnet = next(line for line in table.splitlines() if line.startswith("| ConvNet"))
+  assert "| 81.0 ± 1.0 | 51.0 ± 1.0 | -30.0 |" in convnet
+  assert "73.5 -> 39.4" in convnet
+  perceiver = next(line for line in table.splitlines() if line.startswith("| Perceiver (FF)"))
+  assert "| 81.0 ± 1.0 | 81.0 ± 1.0 | +0.0 |" in perceiver
+  with open(tmp_path / "results.csv") as f:
+    assert len(list(csv.reader(f))) == 1 + 30
+  assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_quick_table7_trains_reports_and_resumes(tmp_path, fmnist_dir):
+  result = _reproduce("table7", tmp_path, fmnist_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = tmp_path / "out" / "weight_sharing"
+  table = (out / "results.md").read_text()
+  shared = next(line for line in table.splitlines() if line.startswith("| shared"))
+  unshared = next(line for line in table.splitlines() if line.startswith("| not shared"))
+  assert "307,982" in shared  # the default experiment's model: sharing is its default
+  assert int(unshared.split("|")[4].strip().replace(",", "")) > 307_982
+  with open(out / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 2 and all(0 <= float(r["test_top1"]) <= 1 for r in rows)
+  assert all(0 <= float(r["train_top1"]) <= 1 for r in rows)
+  assert (out / "plot.png").exists()
+  # Rerunning trains nothing and rebuilds the same table.
+  before = (out / "results.csv").read_text()
+  again = _reproduce("table7", tmp_path, fmnist_dir)
+  assert again.returncode == 0 and again.stdout.count("finished before, skipped") == 2
+  assert (out / "results.csv").read_text() == before
+
+
+def test_quick_attention_maps(tmp_path, fmnist_dir):
+  result = _reproduce("attention", tmp_path, fmnist_dir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = tmp_path / "out" / "attention_maps"
+  pngs = sorted(p.name for p in out.glob("attention_*.png"))
+  assert pngs == [f"attention_{i}.png" for i in range(4)]
+  assert "Perceiver (FF)" in (out / "results.md").read_text()
+
+
+def test_unknown_experiment_is_a_usage_error(tmp_path, fmnist_dir):
+  result = _reproduce("table9", tmp_path, fmnist_dir)
+  assert result.returncode != 0 and "usage: reproduce.py" in result.stderr
