@@ -24,7 +24,14 @@ ARGS = {
     "variant=io_conv,runlocal",
     "variant=perceiver_ff,runlocal",
   ],
-  "fashion_mnist": [None, "runlocal", "prep=pixels,permuted", "permuted,runlocal"],
+  "fashion_mnist": [
+    None,
+    "runlocal",
+    "prep=pixels,permuted",
+    "permuted,runlocal",
+    "model=fmnist_convnet_ff,permuted",
+    "model=fmnist_transformer_ff",
+  ],
   "audioset": [
     *(f"variant={v}" for v in ("audio_raw", "audio_mel", "video", "audio_video")),
     "variant=audio_mel_video",
@@ -73,6 +80,10 @@ def test_fashion_mnist_arguments():
   assert tuple(default.model.input.fourier.max_resolution) == ()
   with pytest.raises(ValueError, match=r"config argument prep='conv': expected one of"):
     fashion_mnist.get_config("prep=conv")
+  with pytest.raises(ValueError, match=r"prep='pixels' applies to model=fashion_mnist only"):
+    fashion_mnist.get_config("model=fmnist_vit_ff,prep=pixels")
+  with pytest.raises(ValueError, match=r"model='io_conv' is not a 28x28x1, 10-class model"):
+    fashion_mnist.get_config("model=io_conv")
 
 
 def test_imagenet_recipes():
