@@ -6,9 +6,8 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from conftest import _write_idx
+from conftest import write_fashion_mnist
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
@@ -18,14 +17,7 @@ import reproduce  # noqa: E402
 @pytest.fixture(scope="module")
 def fmnist_dir(tmp_path_factory):
   """300 training and 40 test images: enough for the configs' batch of 128."""
-  root = tmp_path_factory.mktemp("fmnist300")
-  rng = np.random.default_rng(0)
-  for prefix, n in (("train", 300), ("t10k", 40)):
-    labels = rng.integers(0, 10, n)
-    images = rng.integers(0, 60, (n, 28, 28)) + labels[:, None, None] * 19
-    _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-    _write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
-  return str(root)
+  return write_fashion_mnist(tmp_path_factory.mktemp("fmnist300"), 300, 40)
 
 
 def _reproduce(name, tmp_path, data_dir):
