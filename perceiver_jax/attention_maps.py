@@ -96,15 +96,11 @@ def plot_run(
   from perceiver_jax.data import datasets
   from perceiver_jax.data import fashion_mnist
 
-  forward = model.build_model(cfg)
-  template = forward.init(jax.random.PRNGKey(0), model.dummy_inputs(cfg, 1), is_training=True)
-  params, state = checkpointing.load_pretrained(os.path.join(run_dir, "checkpoints"), *template)
+  _, params, state = checkpointing.load_trained_model(run_dir, cfg)
   raw, labels = fashion_mnist.load_split("test", data_dir)
   raw, labels = raw[:num_images], labels[:num_images]
-  images = (raw.astype(np.float32) / 255.0 - datasets.FASHION_MNIST_MEAN) / (
-    datasets.FASHION_MNIST_STD
-  )
-  weights = cross_attention_weights(cfg, params, state, images[..., None])
+  images = datasets.normalize_fashion_mnist(raw)
+  weights = cross_attention_weights(cfg, params, state, images)
   # Heads averaged; the first and the last cross-attend (the later one's weights are the ones
   # every cross-attend after the first would share).
   picks = {"cross-attend 1": weights[0].mean(axis=1)}

@@ -245,3 +245,16 @@ def load_pretrained(
     return {m: dict(template[m]) if excluded(m) else matched[m] for m in template}
 
   return merge(params_template, params, "params"), merge(state_template, state, "state")
+
+
+def load_trained_model(
+  workdir: str, model_cfg
+) -> tuple[hk.TransformedWithState, hk.Params, hk.State]:
+  """(forward, params, state) of a training run's newest checkpoint in `workdir`, for
+  `model_cfg` (the run's `config.model`), ready for `forward.apply(..., is_training=False)`."""
+  from perceiver_jax import model  # noqa: PLC0415 (model does not import this module)
+
+  forward = model.build_model(model_cfg)
+  template = forward.init(jax.random.PRNGKey(0), model.dummy_inputs(model_cfg), is_training=True)
+  params, state = load_pretrained(os.path.join(workdir, "checkpoints"), *template)
+  return forward, params, state

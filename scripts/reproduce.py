@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -197,8 +198,12 @@ def model_config(row: Row):
   return config.model
 
 
+@functools.cache
 def size_and_flops(row: Row) -> tuple[int, float]:
-  """(parameters, forward FLOPs per example from XLA's cost analysis; a multiply-add is 2)."""
+  """(parameters, forward FLOPs per example from XLA's cost analysis; a multiply-add is 2).
+
+  The same for every seed of a row, so computed once per row.
+  """
   import jax
 
   from perceiver_jax import model
@@ -206,7 +211,7 @@ def size_and_flops(row: Row) -> tuple[int, float]:
   cfg = model_config(row)
   forward = model.build_model(cfg)
   images = model.dummy_inputs(cfg, 1)
-  params, state = forward.init(jax.random.PRNGKey(0), images, is_training=True)
+  params, state = model.param_shapes(cfg)  # shapes only: nothing is initialised
   compiled = (
     jax.jit(lambda p, s, x: forward.apply(p, s, None, x, is_training=False)[0])
     .lower(params, state, images)
@@ -224,22 +229,16 @@ def train_accuracy(run_dir: str, row: Row, data_dir: str | None, limit: int = 10
 
   from perceiver_jax import checkpointing
   from perceiver_jax import losses
-  from perceiver_jax import model
   from perceiver_jax.data import datasets
   from perceiver_jax.data import fashion_mnist
 
-  cfg = model_config(row)
-  forward = model.build_model(cfg)
+  forward, params, state = checkpointing.load_trained_model(run_dir, model_config(row))
   images, labels = fashion_mnist.load_split("train", data_dir)
   images, labels = images[:limit], labels[:limit]
-  template = forward.init(jax.random.PRNGKey(0), model.dummy_inputs(cfg, 1), is_training=True)
-  params, state = checkpointing.load_pretrained(os.path.join(run_dir, "checkpoints"), *template)
   apply = jax.jit(lambda p, s, x: forward.apply(p, s, None, x, is_training=False)[0])
   correct = 0.0
   for start in range(0, len(labels), 500):
-    batch = images[start : start + 500].astype(np.float32) / 255.0
-    batch = (batch - datasets.FASHION_MNIST_MEAN) / datasets.FASHION_MNIST_STD
-    logits = apply(params, state, batch[..., None])
+    logits = apply(params, state, datasets.normalize_fashion_mnist(images[start : start + 500]))
     correct += float(np.sum(losses.topk_correct(logits, labels[start : start + 500], 1)))
   return correct / len(labels)
 

@@ -337,27 +337,26 @@ def make_data(config: ml_collections.ConfigDict, *, process_index: int, process_
     return step * batch_size + process_index * local + i
 
   def train_batches(start_step: int, prefix: tuple[int, ...]) -> Iterator[dict]:
-    _check_prefix(prefix, local, "batch_size", batch_size, process_count)
+    _, prefix = pipeline.local_shape(batch_size, process_count, prefix)
     ds = grain.MapDataset.range(start_step * local, 2**62).map(local_to_global).map(train_example)
-    ds = ds.batch(local).map(functools.partial(_reshape, prefix=prefix))
+    ds = ds.batch(local).map(functools.partial(pipeline.to_prefix, prefix=prefix))
     return iter(ds.to_iter_dataset(options))
 
-  def eval_example(k: int, shard: np.ndarray) -> dict:
-    if k >= len(shard):
+  def eval_example(index: int) -> dict:
+    if index < 0:  # padding
       return _zero_eval_example(spec, data.eval_windows)
-    example = _check_record(decode_example(eval_source[int(shard[k])]), data)
+    example = _check_record(decode_example(eval_source[index]), data)
     return {**prepare_eval(example, spec, data.eval_windows), "mask": np.float32(1.0)}
 
   def eval_batches(prefix: tuple[int, ...]) -> Iterator[dict]:
-    local_eval = config.eval_batch_size // process_count
-    _check_prefix(prefix, local_eval, "eval_batch_size", config.eval_batch_size, process_count)
-    num_eval = len(eval_source)
-    shard = pipeline.shard_for_process(num_eval, process_index, process_count, drop_remainder=False)
-    largest_shard = -(-num_eval // process_count)
-    num_batches = -(-largest_shard // local_eval)
-    ds = grain.MapDataset.range(0, num_batches * local_eval)
-    ds = ds.map(functools.partial(eval_example, shard=shard)).batch(local_eval)
-    return iter(ds.map(functools.partial(_reshape, prefix=prefix)).to_iter_dataset(options))
+    local_eval, prefix = pipeline.local_shape(config.eval_batch_size, process_count, prefix)
+    indices = pipeline.padded_eval_indices(
+      len(eval_source), local_eval, process_index, process_count
+    )
+    ds = grain.MapDataset.source(indices.tolist()).map(eval_example).batch(local_eval)
+    return iter(
+      ds.map(functools.partial(pipeline.to_prefix, prefix=prefix)).to_iter_dataset(options)
+    )
 
   return datasets.Data(num_train, train_batches, eval_batches, _stack1(train_example(0)))
 
@@ -368,23 +367,3 @@ def _stack1(example: dict) -> dict:
     key: {k: v[None] for k, v in value.items()} if isinstance(value, dict) else value[None]
     for key, value in example.items()
   }
-
-
-def _reshape(batch: dict, prefix: tuple[int, ...]) -> dict:
-  """[local, ...] leaves -> [*prefix, ...]."""
-
-  def reshape(value):
-    if isinstance(value, dict):
-      return {k: reshape(v) for k, v in value.items()}
-    value = np.asarray(value)
-    return value.reshape(*prefix, *value.shape[1:])
-
-  return {key: reshape(value) for key, value in batch.items()}
-
-
-def _check_prefix(prefix, local: int, field: str, value: int, process_count: int) -> None:
-  if int(np.prod(prefix)) != local:
-    raise ValueError(
-      f"shape prefix {tuple(prefix)} holds {int(np.prod(prefix))} examples, but config.{field}="
-      f"{value} over {process_count} processes gives {local} per process"
-    )

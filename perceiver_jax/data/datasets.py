@@ -107,8 +107,14 @@ def step_rng(seed: int, step: int, process_index: int) -> np.random.Generator:
   return np.random.default_rng((seed, step, process_index))
 
 
+def normalize_fashion_mnist(images: np.ndarray) -> np.ndarray:
+  """uint8 [..., 28, 28] images -> float32 [..., 28, 28, 1], zero mean and unit variance."""
+  images = images.astype(np.float32) / 255.0
+  return ((images - FASHION_MNIST_MEAN) / FASHION_MNIST_STD)[..., None]
+
+
 def _fashion_mnist(config, *, process_index: int, process_count: int) -> Data:
-  """uint8 [28, 28] images -> float32 [28, 28, 1], zero mean and unit variance."""
+  """uint8 [28, 28] images -> `normalize_fashion_mnist`."""
   data_dir = config.data.data_dir or None
   splits = {}
   for split in ("train", "test"):
@@ -116,9 +122,7 @@ def _fashion_mnist(config, *, process_index: int, process_count: int) -> Data:
     splits[split] = {"inputs": images, "labels": labels}
 
   def prepare(batch: Batch) -> Batch:
-    images = batch["inputs"].astype(np.float32) / 255.0
-    images = (images - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
-    return {**batch, "inputs": images[..., None]}
+    return {**batch, "inputs": normalize_fashion_mnist(batch["inputs"])}
 
   return in_memory_data(
     config,
@@ -139,6 +143,11 @@ def _modelnet40(config, *, process_index: int, process_count: int) -> Data:
   *.off`, sampled once to `num_points` points per object by area).
   """
   cfg = config.data
+  expected = tuple(config.model.input_shape)
+  if expected != (cfg.num_points, 3):  # checked before any file is read
+    raise ValueError(
+      f"config.model.input_shape={expected}: the data gives ({cfg.num_points}, 3) per object"
+    )
   splits = {}
   for split in ("train", "test"):
     if cfg.format == "hdf5":
@@ -156,11 +165,6 @@ def _modelnet40(config, *, process_index: int, process_count: int) -> Data:
         " points per object"
       )
     splits[split] = {"inputs": points, "labels": arrays["labels"]}
-  expected = tuple(config.model.input_shape)
-  if expected != (cfg.num_points, 3):
-    raise ValueError(
-      f"config.model.input_shape={expected}: the data gives ({cfg.num_points}, 3) per object"
-    )
 
   def prepare_train(batch: Batch, step: int) -> Batch:
     rng = step_rng(config.seed, step, process_index)

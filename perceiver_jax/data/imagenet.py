@@ -30,7 +30,6 @@ num_workers, num_threads, prefetch_batches.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Iterator
@@ -270,16 +269,11 @@ def _iterate(dataset: grain.MapDataset, cfg: ml_collections.ConfigDict) -> Itera
   return iter(batches)
 
 
-def _reshape(batch: dict, prefix: tuple[int, ...]) -> dict:
-  return {k: v.reshape(*prefix, *v.shape[1:]) for k, v in batch.items()}
-
-
 def make_data(
   config: ml_collections.ConfigDict, *, process_index: int, process_count: int
 ) -> datasets.Data:
   """The ImageNet `Data` of this process (see the module docstring and datasets.Data)."""
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+  pipeline.check_process(process_index, process_count)
   validate(config, process_count)
   cfg = config.data
   train_split = Split(cfg, cfg.train_split)
@@ -288,14 +282,8 @@ def make_data(
     _fail("batch_size", config.batch_size, f"exceeds the {len(train_split)} training examples")
   local = config.batch_size // process_count
 
-  def check_prefix(prefix: tuple[int, ...], batch_size: int, field: str) -> tuple[int, ...]:
-    prefix = tuple(prefix)
-    if math.prod(prefix) != batch_size // process_count:
-      _fail(field, batch_size, f"prefix {prefix} does not hold its per-process share")
-    return prefix
-
   def train_batches(start_step: int, prefix: tuple[int, ...]) -> Iterator[dict]:
-    prefix = check_prefix(prefix, config.batch_size, "batch_size")
+    _, prefix = pipeline.local_shape(config.batch_size, process_count, prefix)
     if start_step < 0:
       raise ValueError(f"start_step={start_step} must be >= 0")
     train = _Train(config, train_split, start_step, process_index, local)
@@ -304,18 +292,13 @@ def make_data(
     return _train_iter(_iterate(batches, cfg), prefix)
 
   def eval_batches(prefix: tuple[int, ...]) -> Iterator[dict]:
-    eval_local = check_prefix(prefix, config.eval_batch_size, "eval_batch_size")
-    eval_local = math.prod(eval_local)
+    eval_local, prefix = pipeline.local_shape(config.eval_batch_size, process_count, prefix)
     n = min(len(eval_split), cfg.num_eval_examples or len(eval_split))
-    shard = pipeline.shard_for_process(n, process_index, process_count, drop_remainder=False)
-    largest_shard = -(-n // process_count)
-    num_batches = -(-largest_shard // eval_local)
-    indices = np.full(num_batches * eval_local, -1, np.int64)
-    indices[: len(shard)] = shard
+    indices = pipeline.padded_eval_indices(n, eval_local, process_index, process_count)
     evaluator = _Eval(eval_split, indices, cfg.image_size, config.model.num_classes)
     examples = grain.MapDataset.range(0, len(indices)).map(evaluator.example)
     batches = examples.batch(eval_local)
-    return (_reshape(batch, tuple(prefix)) for batch in _iterate(batches, cfg))
+    return (pipeline.to_prefix(batch, prefix) for batch in _iterate(batches, cfg))
 
   # The first example of step 0, unmixed: the model only needs its shapes and dtypes.
   first = _Train(config, train_split, 0, 0, config.batch_size).example(0)
@@ -345,4 +328,4 @@ def _train_iter(batches: Iterator[dict], prefix: tuple[int, ...]) -> Iterator[di
         step,
         skipped_total,
       )
-    yield _reshape(batch, prefix)
+    yield pipeline.to_prefix(batch, prefix)

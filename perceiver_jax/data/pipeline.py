@@ -36,7 +36,7 @@ def shard_for_process(
   Returns:
     int64 [n_local] indices.
   """
-  _check_process(process_index, process_count)
+  check_process(process_index, process_count)
   base, remainder = divmod(num_examples, process_count)
   if drop_remainder:
     start, size = process_index * base, base
@@ -46,7 +46,8 @@ def shard_for_process(
   return np.arange(start, start + size)
 
 
-def _check_process(process_index: int, process_count: int) -> None:
+def check_process(process_index: int, process_count: int) -> None:
+  """ValueError unless 0 <= process_index < process_count."""
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
 
@@ -61,8 +62,12 @@ def _num_examples(arrays: Batch) -> int:
   return next(iter(sizes.values()))
 
 
-def _local_shape(batch_size: int, process_count: int, shape_prefix: Sequence[int] | None):
-  """The per-process batch size and the leading shape every yielded array gets."""
+def local_shape(batch_size: int, process_count: int, shape_prefix: Sequence[int] | None):
+  """The per-process batch size and the leading shape every yielded array gets.
+
+  Raises ValueError, naming the values, unless batch_size is a positive multiple of
+  process_count whose per-process share is prod(shape_prefix).
+  """
   if batch_size < 1 or batch_size % process_count:
     raise ValueError(
       f"batch_size={batch_size} must be a positive multiple of process_count={process_count}"
@@ -75,6 +80,31 @@ def _local_shape(batch_size: int, process_count: int, shape_prefix: Sequence[int
       f"batch_size={batch_size} // process_count={process_count} = {local}"
     )
   return local, prefix
+
+
+def padded_eval_indices(
+  num_examples: int, local: int, process_index: int, process_count: int
+) -> np.ndarray:
+  """This process's evaluation indices, padded with -1 to whole batches of `local`.
+
+  Every process gets the same length (whole batches of the largest shard), so processes
+  stepping a pmapped eval in lockstep never wait on one another; -1 marks a padding row.
+  """
+  shard = shard_for_process(num_examples, process_index, process_count, drop_remainder=False)
+  largest_shard = -(-num_examples // process_count)
+  indices = np.full(-(-largest_shard // local) * local, -1, np.int64)
+  indices[: len(shard)] = shard
+  return indices
+
+
+def to_prefix(batch: dict, prefix: Sequence[int]) -> dict:
+  """[local, ...] leaves (nested dicts allowed) -> [*prefix, ...]."""
+  return {
+    key: to_prefix(value, prefix)
+    if isinstance(value, dict)
+    else np.asarray(value).reshape(*prefix, *np.shape(value)[1:])
+    for key, value in batch.items()
+  }
 
 
 def _gather(arrays: Batch, indices: np.ndarray, prefix: tuple[int, ...]) -> Batch:
@@ -103,8 +133,8 @@ def train_batches(
     {key: [*shape_prefix, ...]} with prod(shape_prefix) == batch_size // process_count.
   """
   num_examples = _num_examples(arrays)
-  _check_process(process_index, process_count)
-  local, prefix = _local_shape(batch_size, process_count, shape_prefix)
+  check_process(process_index, process_count)
+  local, prefix = local_shape(batch_size, process_count, shape_prefix)
   steps_per_epoch = num_examples // batch_size
   if steps_per_epoch == 0:
     raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} training examples")
@@ -147,22 +177,21 @@ def eval_batches(
   if "mask" in arrays:
     raise ValueError("arrays already has a 'mask' key, which eval_batches adds")
   num_examples = _num_examples(arrays)
-  local, prefix = _local_shape(batch_size, process_count, shape_prefix)
-  shard = shard_for_process(num_examples, process_index, process_count, drop_remainder=False)
-  largest_shard = -(-num_examples // process_count)
-  return _eval_iter(arrays, shard, local, prefix, largest_shard)
+  local, prefix = local_shape(batch_size, process_count, shape_prefix)
+  indices = padded_eval_indices(num_examples, local, process_index, process_count)
+  return _eval_iter(arrays, indices, local, prefix)
 
 
-def _eval_iter(arrays, shard, local, prefix, largest_shard) -> Iterator[Batch]:
-  for start in range(0, largest_shard, local):
-    indices = shard[start : start + local]
-    real = len(indices)
+def _eval_iter(arrays, indices, local, prefix) -> Iterator[Batch]:
+  for start in range(0, len(indices), local):
+    batch_indices = indices[start : start + local]
+    real = batch_indices >= 0
     batch = {}
     for key, value in arrays.items():
       padded = np.zeros((local, *value.shape[1:]), value.dtype)
-      padded[:real] = value[indices]
+      padded[real] = value[batch_indices[real]]
       batch[key] = padded.reshape(*prefix, *value.shape[1:])
-    batch["mask"] = (np.arange(local) < real).astype(np.float32).reshape(prefix)
+    batch["mask"] = real.astype(np.float32).reshape(prefix)
     yield batch
 
 
