@@ -15,10 +15,13 @@ in the order Q (`linear`), K (`linear_1`), V (`linear_2`), output (`linear_3`);
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
+
+from perceiver_jax import precision
 
 
 def _masked_value(dtype) -> float:
@@ -34,7 +37,8 @@ def _split_heads(x: jax.Array, num_heads: int) -> jax.Array:
 
 def _attend_plain(q, k, v, mask, dropout_rate, rng):
   """Materialises the full [B, H, N, M] attention matrix."""
-  logits = jnp.einsum("bnhd,bmhd->bhnm", q, k).astype(jnp.float32)  # [B, H, N, M]
+  # float32 logits and softmax, whatever the compute dtype of q, k and v.
+  logits = jnp.einsum("bnhd,bmhd->bhnm", q, k, preferred_element_type=jnp.float32)  # [B, H, N, M]
   if mask is not None:
     logits = jnp.where(mask[:, None], logits, _masked_value(q.dtype))
   weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
@@ -77,7 +81,7 @@ def _attend_chunked(q, kv_inputs, kv_fn, mask, dropout_rate, rng, chunk_size):
   def step(carry, index):
     running_max, normaliser, acc = carry
     k_c, v_c = kv_fn(jax.tree.map(lambda x: chunk(x, index), kv_inputs))  # [B, chunk, H, D]
-    logits = jnp.einsum("bnhd,bchd->bhnc", q, k_c).astype(jnp.float32)
+    logits = jnp.einsum("bnhd,bchd->bhnc", q, k_c, preferred_element_type=jnp.float32)
     if mask is not None:
       logits = jnp.where(chunk(mask, index, axis=2)[:, None], logits, masked_value)
     # The result does not depend on the running max, so no gradient flows through it.
@@ -91,8 +95,8 @@ def _attend_chunked(q, kv_inputs, kv_fn, mask, dropout_rate, rng, chunk_size):
       keep = jax.random.bernoulli(jax.random.fold_in(rng, index), 1.0 - dropout_rate, probs.shape)
       probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
     acc = acc * correction[..., None] + jnp.einsum(
-      "bhnc,bchd->bhnd", probs.astype(v_c.dtype), v_c
-    ).astype(jnp.float32)
+      "bhnc,bchd->bhnd", probs.astype(v_c.dtype), v_c, preferred_element_type=jnp.float32
+    )
     return (new_max, normaliser, acc), None
 
   v_shape = jax.eval_shape(kv_fn, jax.tree.map(lambda x: chunk(x, 0), kv_inputs))[1].shape
@@ -198,10 +202,12 @@ class _LayerNormParams(hk.Module):
 
 
 def layer_norm(x: jax.Array, scale: jax.Array, offset: jax.Array, eps: float = 1e-5) -> jax.Array:
-  """LayerNorm over the last axis, computed as `hk.LayerNorm` computes it."""
-  mean = jnp.mean(x, axis=-1, keepdims=True)
-  variance = jnp.var(x, axis=-1, keepdims=True)
-  return scale * jax.lax.rsqrt(variance + eps) * (x - mean) + offset
+  """LayerNorm over the last axis, computed as `hk.LayerNorm` computes it, in float32;
+  the result has `x`'s dtype."""
+  y = x.astype(jnp.float32)
+  mean = jnp.mean(y, axis=-1, keepdims=True)
+  variance = jnp.var(y, axis=-1, keepdims=True)
+  return (scale * jax.lax.rsqrt(variance + eps) * (y - mean) + offset).astype(x.dtype)
 
 
 def _linear(channels: int, init_scale: float, with_bias: bool = True) -> hk.Linear:
@@ -214,8 +220,9 @@ def _dropout(x: jax.Array, rate: float) -> jax.Array:
   return hk.dropout(hk.next_rng_key(), rate, x) if rate > 0.0 else x
 
 
-def _layer_norm() -> hk.LayerNorm:
-  return hk.LayerNorm(axis=-1, create_scale=True, create_offset=True)
+def _layer_norm() -> Callable[[jax.Array], jax.Array]:
+  """`hk.LayerNorm` over the last axis; its statistics are computed in float32."""
+  return precision.in_float32(hk.LayerNorm(axis=-1, create_scale=True, create_offset=True))
 
 
 class Attention(hk.Module):

@@ -45,6 +45,30 @@ def test_attend_matches_numpy_reference(use_mask, chunk_size):
   np.testing.assert_allclose(out, _numpy_attend(q, k, v, mask), atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 8])
+def test_bfloat16_attention_has_float32_logits(chunk_size):
+  """Logits of about 50: rounded to bfloat16 (steps of 0.25) they would move the
+  weights by up to 25% (max error 0.09 here); computed in float32 from the bfloat16 q
+  and k, only the casts of the weights and the output to bfloat16 remain (0.008)."""
+  q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(jax.random.PRNGKey(0)))
+  q = q * 25.0
+  out = attention.attend(q, k, v, chunk_size=chunk_size)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(out.astype(jnp.float32), _numpy_attend(q, k, v, None), atol=0.03)
+
+
+def test_layer_norm_statistics_are_float32():
+  """Equal to the float32 LayerNorm rounded once: with bfloat16 statistics, `x - mean`
+  of inputs near 100 would keep only about two significant digits."""
+  x = (100.0 + jax.random.normal(jax.random.PRNGKey(0), (4, 64))).astype(jnp.bfloat16)
+  scale = jax.random.uniform(jax.random.PRNGKey(1), (64,))
+  offset = jnp.full((64,), 0.5)
+  out = attention.layer_norm(x, scale, offset)
+  assert out.dtype == jnp.bfloat16
+  expected = attention.layer_norm(x.astype(jnp.float32), scale, offset).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(out, expected)
+
+
 def test_fully_masked_query_rows_output_zeros():
   q, k, v = _qkv(jax.random.PRNGKey(0))
   mask = _mask_with_empty_rows(jax.random.PRNGKey(1))
