@@ -349,30 +349,17 @@ class Attention(hk.Module):
     wk, bk = _LinearParams(qk_channels, self._init_scale)(kv_channels, inputs_kv.dtype)
     wv, bv = _LinearParams(v_channels, self._init_scale)(kv_channels, inputs_kv.dtype)
     heads = self._num_heads
-    # Projections that read the same input are one matrix multiply: fewer, larger products
-    # and one pass over the input (the weights are joined here, stored apart).
-    w_kv, b_kv = jnp.concatenate([wk, wv], axis=1), jnp.concatenate([bk, bv])
 
     def keys_and_values(x):  # [B, m, Ckv] -> [B, m, H, qk / H], [B, m, H, v / H]
       if kv_layer_norm is not None:
         x = layer_norm(x, *kv_layer_norm)
-      k, v = jnp.split(x @ w_kv + b_kv, [qk_channels], axis=-1)
-      return _split_heads(k, heads), _split_heads(v, heads)
+      return _split_heads(x @ wk + bk, heads), _split_heads(x @ wv + bv, heads)
 
-    if inputs_kv is inputs_q and kv_layer_norm is None:  # self-attention: Q, K, V at once
-      w_qkv = jnp.concatenate([wq, w_kv], axis=1)
-      q, k, v = jnp.split(
-        inputs_q @ w_qkv + jnp.concatenate([bq, b_kv]), [qk_channels, 2 * qk_channels], axis=-1
-      )
-      kv_inputs, kv_fn = (_split_heads(k, heads), _split_heads(v, heads)), lambda kv: kv
-    else:
-      q = inputs_q @ wq + bq  # [B, N, qk]
-      kv_inputs, kv_fn = inputs_kv, keys_and_values
     rate = self._dropout_prob if is_training else 0.0
     result = attend_kv(
-      _split_heads(q, heads),
-      kv_inputs,
-      kv_fn,
+      _split_heads(inputs_q @ wq + bq, heads),
+      inputs_kv,
+      keys_and_values,
       attention_mask,
       dropout_rate=rate,
       rng=hk.next_rng_key() if rate > 0.0 else None,
