@@ -31,10 +31,11 @@ def _recording():
 
   def recording_attend_kv(q, kv_inputs, kv_fn, mask=None, **kwargs):
     keys, _ = kv_fn(kv_inputs)  # [B, M, H, Dk]
-    logits = jnp.einsum("bnhd,bmhd->bhnm", q, keys) / math.sqrt(q.shape[-1])
+    logits = jnp.einsum("bnhd,bmhd->bhnm", q, keys, preferred_element_type=jnp.float32)
+    logits = logits / math.sqrt(q.shape[-1])
     if mask is not None:
       logits = jnp.where(mask[:, None].astype(bool), logits, -1e30)
-    records.append((hk.experimental.current_name(), jax.nn.softmax(logits.astype(jnp.float32))))
+    records.append((hk.experimental.current_name(), jax.nn.softmax(logits)))
     return original(q, kv_inputs, kv_fn, mask, **kwargs)
 
   attention.attend_kv = recording_attend_kv

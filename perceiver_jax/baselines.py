@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from perceiver_jax import attention
+from perceiver_jax import precision
 from perceiver_jax import preprocessors
 
 ARCHITECTURES = ("perceiver", "convnet", "vit", "transformer")
@@ -42,6 +43,13 @@ def to_grid(inputs: jax.Array, grid: Sequence[int]) -> jax.Array:
   return inputs.reshape(batch, height, width, channels)
 
 
+def _batch_norm(name: str, scale_init: hk.initializers.Initializer | None = None):
+  """`hk.BatchNorm`, its statistics computed in float32 whatever the compute dtype."""
+  return precision.in_float32(
+    hk.BatchNorm(True, True, decay_rate=0.9, scale_init=scale_init, name=name)
+  )
+
+
 class _ResidualBlock(hk.Module):
   def __init__(self, channels: int, stride: int, name: str | None = None):
     super().__init__(name=name)
@@ -49,22 +57,17 @@ class _ResidualBlock(hk.Module):
     self._stride = stride
 
   def __call__(self, x: jax.Array, *, is_training: bool) -> jax.Array:
-    def batchnorm(name):
-      return hk.BatchNorm(True, True, decay_rate=0.9, name=name)
-
     shortcut = x
     if self._stride > 1 or x.shape[-1] != self._channels:
       shortcut = hk.Conv2D(
         self._channels, 1, stride=self._stride, with_bias=False, name="shortcut_conv"
       )(x)
-      shortcut = batchnorm("shortcut_batchnorm")(shortcut, is_training)
+      shortcut = _batch_norm("shortcut_batchnorm")(shortcut, is_training)
     y = hk.Conv2D(self._channels, 3, stride=self._stride, with_bias=False, name="conv_1")(x)
-    y = jax.nn.relu(batchnorm("batchnorm_1")(y, is_training))
+    y = jax.nn.relu(_batch_norm("batchnorm_1")(y, is_training))
     y = hk.Conv2D(self._channels, 3, with_bias=False, name="conv_2")(y)
     # The last BatchNorm of a block starts at zero scale, so each block starts as identity.
-    y = hk.BatchNorm(True, True, decay_rate=0.9, scale_init=jnp.zeros, name="batchnorm_2")(
-      y, is_training
-    )
+    y = _batch_norm("batchnorm_2", scale_init=jnp.zeros)(y, is_training)
     return jax.nn.relu(y + shortcut)
 
 
@@ -89,7 +92,7 @@ class ConvNetClassifier(hk.Module):
     """[B, M, C] -> logits [B, num_classes]."""
     x = to_grid(inputs, self._grid)
     x = hk.Conv2D(self._stage_channels[0], 3, with_bias=False, name="stem_conv")(x)
-    x = jax.nn.relu(hk.BatchNorm(True, True, decay_rate=0.9, name="stem_batchnorm")(x, is_training))
+    x = jax.nn.relu(_batch_norm("stem_batchnorm")(x, is_training))
     for stage, channels in enumerate(self._stage_channels):
       for block in range(self._blocks_per_stage):
         stride = 2 if stage > 0 and block == 0 else 1
@@ -138,5 +141,6 @@ class TransformerClassifier(hk.Module):
         dropout_prob=self._dropout_prob,
         name=f"self_attention_{i}",
       )(x, is_training=is_training)
-    x = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, name="final_norm")(x)
+    final_norm = hk.LayerNorm(axis=-1, create_scale=True, create_offset=True, name="final_norm")
+    x = precision.in_float32(final_norm)(x)
     return hk.Linear(self._num_classes, name="logits")(jnp.mean(x, axis=1))

@@ -15,6 +15,8 @@ The model section of a config (`config.model`) has these fields:
   share_latent_block_weights, *_heads, *_widening_factor, dropout_*  the encoder.
   attention_chunk_size   0 for plain cross-attention, else the key chunk size.
   remat                  rematerialise every block in the backward pass.
+  compute_dtype          'float32' (default) or 'bfloat16': the dtype the encoder and
+                         decoder compute in; parameters stay float32 (`precision`).
   decoder.type           'classification' (Perceiver IO query decoder) or
                          'projection' (mean over latents + Linear, the original Perceiver).
   architecture           'perceiver' (default), or a baseline fed the same input array
@@ -37,6 +39,7 @@ from perceiver_jax import baselines
 from perceiver_jax import decoders
 from perceiver_jax import encoder as encoder_lib
 from perceiver_jax import position_encoding
+from perceiver_jax import precision
 from perceiver_jax import preprocessors
 
 DECODER_TYPES = ("classification", "projection")
@@ -50,6 +53,11 @@ def modality(cfg: ml_collections.ConfigDict) -> str:
 
 def architecture(cfg: ml_collections.ConfigDict) -> str:
   return cfg.get("architecture", "perceiver")
+
+
+def compute_dtype(cfg: ml_collections.ConfigDict) -> str:
+  """The dtype of the computation; configs saved before the field existed are float32."""
+  return cfg.get("compute_dtype", "float32")
 
 
 def input_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
@@ -126,6 +134,8 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
     fail("architecture", f"expected one of {baselines.ARCHITECTURES}")
   if architecture(cfg) != "perceiver":
     _validate_baseline(cfg, fail)
+  if compute_dtype(cfg) not in precision.COMPUTE_DTYPES:
+    fail("compute_dtype", f"expected one of {precision.COMPUTE_DTYPES}")
   if kind == "audio_video":
     _audio_video().validate(cfg)
   elif kind == "points":
@@ -276,21 +286,34 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
 
   Initialise with `is_training=True` (BatchNorm state needs it). Evaluation with
   dropout off needs no PRNG key: `apply(params, state, None, images, is_training=False)`.
+
+  With `compute_dtype='bfloat16'` the preprocessor still runs in float32 (Fourier features
+  of fine positions need it); its outputs are cast to bfloat16, the encoder and decoder
+  compute in bfloat16 from float32 parameters (`precision.compute_in`), and the logits are
+  returned in float32. The parameters are those of the float32 model.
   """
   validate_model_config(cfg)
+  dtype = jnp.dtype(compute_dtype(cfg))
 
   def forward(raw_inputs, *, is_training: bool) -> jax.Array:
     if architecture(cfg) != "perceiver":
-      inputs, _ = _build_preprocessor(cfg)(raw_inputs, is_training=is_training)
-      return _build_baseline(cfg)(inputs, is_training=is_training)
-    preprocessor, encoder, decoder = build_modules(cfg)
+      preprocessor = _build_preprocessor(cfg)
+    else:
+      preprocessor, encoder, decoder = build_modules(cfg)
     inputs, inputs_without_pos = preprocessor(raw_inputs, is_training=is_training)  # [B, M, C]
-    z = encoder.latents(inputs.shape[0])  # [B, N, D]
-    z = encoder(inputs, z, is_training=is_training)
-    if cfg.decoder.type == "projection":
-      return decoder(z, is_training=is_training)
-    query = decoder.decoder_query(inputs, inputs_without_pos)  # [B, 1, D]
-    return decoder(query, z, is_training=is_training)  # [B, num_classes]
+    inputs, inputs_without_pos = inputs.astype(dtype), inputs_without_pos.astype(dtype)
+    with precision.compute_in(dtype):
+      if architecture(cfg) != "perceiver":
+        logits = _build_baseline(cfg)(inputs, is_training=is_training)
+      else:
+        z = encoder.latents(inputs.shape[0])  # [B, N, D]
+        z = encoder(inputs, z, is_training=is_training)
+        if cfg.decoder.type == "projection":
+          logits = decoder(z, is_training=is_training)
+        else:
+          query = decoder.decoder_query(inputs, inputs_without_pos)  # [B, 1, D]
+          logits = decoder(query, z, is_training=is_training)  # [B, num_classes]
+    return logits.astype(jnp.float32)
 
   return hk.transform_with_state(forward)
 

@@ -17,6 +17,7 @@ import functools
 
 import haiku as hk
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -204,8 +205,61 @@ def make_optimizer(
   mask = functools.partial(
     weight_decay_mask, decay_position_embeddings=cfg.decay_position_embeddings
   )
-  make = optax.lamb if cfg.name == "lamb" else optax.adamw
-  tx = make(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask)
+  if cfg.name == "lamb":
+    # optax.lamb's chain, with the trust ratio's norms computed as below.
+    tx = optax.chain(
+      optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+      optax.add_decayed_weights(cfg.weight_decay, mask),
+      scale_by_trust_ratio(),
+      optax.scale_by_learning_rate(schedule),
+    )
+  else:
+    tx = optax.adamw(
+      schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay, mask=mask
+    )
   if cfg.clip_global_norm > 0:
-    return optax.chain(optax.clip_by_global_norm(cfg.clip_global_norm), tx)
+    return optax.chain(clip_by_global_norm(cfg.clip_global_norm), tx)
   return tx
+
+
+# Norms as dot products. XLA:CPU lowers a large sum of squares to a tree of reduce-window
+# ops, a kernel compiled per parameter leaf; a dot product is a library call. On io-small's
+# 104 leaves this halves the optimizer's compile time (6.7 s -> 3.6 s on a busy machine).
+
+
+def squared_norm(x: jax.Array) -> jax.Array:
+  flat = x.reshape(-1)
+  return jnp.vdot(flat, flat)
+
+
+def global_norm(tree) -> jax.Array:
+  """sqrt of the sum of squares of all leaves (`optax.tree.norm`)."""
+  return jnp.sqrt(sum(squared_norm(x) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def scale_by_trust_ratio() -> optax.GradientTransformation:
+  """Each leaf's update times ||w|| / ||update||, or 1 where either norm is 0
+  (`optax.scale_by_trust_ratio`, with the same state)."""
+
+  def update(updates, state, params):
+    def scale(u, w):
+      w_norm, u_norm = jnp.sqrt(squared_norm(w)), jnp.sqrt(squared_norm(u))
+      ratio = jnp.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, 1.0)
+      return u * ratio.astype(u.dtype)
+
+    return jax.tree.map(scale, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.ScaleByTrustRatioState(), update)
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+  """Scales all updates by min(1, max_norm / global norm) (`optax.clip_by_global_norm`,
+  with the same state)."""
+
+  def update(updates, state, params=None):
+    del params
+    norm = global_norm(updates)
+    scale = jnp.where(norm < max_norm, 1.0, max_norm / norm)
+    return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates), state
+
+  return optax.GradientTransformation(lambda params: optax.ClipByGlobalNormState(), update)

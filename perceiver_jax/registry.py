@@ -89,6 +89,7 @@ def _imagenet_perceiver_io() -> ml_collections.ConfigDict:
       latent_init_scale=0.02,
       attention_chunk_size=0,  # 0: plain attention; e.g. 4096 for long inputs
       remat=False,
+      compute_dtype="float32",  # or "bfloat16": bfloat16 compute, float32 parameters
       decoder=dict(
         type="classification", num_heads=1, use_query_residual=True, query_init_scale=0.02
       ),

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from perceiver_jax import losses
+from perceiver_jax import optimizer as optimizer_lib
 
 AXIS = "batch"
 
@@ -92,8 +93,8 @@ def make_train_step(
       labels = batch["labels"]
       metrics["top1"] = jnp.mean(losses.topk_correct(logits, labels, 1))
     metrics = jax.lax.pmean(metrics, axis_name)
-    metrics["grad_norm"] = optax.tree.norm(grads)
-    metrics["param_norm"] = optax.tree.norm(params)
+    metrics["grad_norm"] = optimizer_lib.global_norm(grads)
+    metrics["param_norm"] = optimizer_lib.global_norm(params)
     metrics["learning_rate"] = schedule(state.step)
     new_state = TrainState(state.step + 1, params, model_state, opt_state, state.rng)
     return new_state, metrics

@@ -45,6 +45,30 @@ def test_attend_matches_numpy_reference(use_mask, chunk_size):
   np.testing.assert_allclose(out, _numpy_attend(q, k, v, mask), atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk_size", [None, 8])
+def test_bfloat16_attention_has_float32_logits(chunk_size):
+  """Logits of about 50: rounded to bfloat16 (steps of 0.25) they would move the
+  weights by up to 25% (max error 0.09 here); computed in float32 from the bfloat16 q
+  and k, only the casts of the weights and the output to bfloat16 remain (0.008)."""
+  q, k, v = (x.astype(jnp.bfloat16) for x in _qkv(jax.random.PRNGKey(0)))
+  q = q * 25.0
+  out = attention.attend(q, k, v, chunk_size=chunk_size)
+  assert out.dtype == jnp.bfloat16
+  np.testing.assert_allclose(out.astype(jnp.float32), _numpy_attend(q, k, v, None), atol=0.03)
+
+
+def test_layer_norm_statistics_are_float32():
+  """Equal to the float32 LayerNorm rounded once: with bfloat16 statistics, `x - mean`
+  of inputs near 100 would keep only about two significant digits."""
+  x = (100.0 + jax.random.normal(jax.random.PRNGKey(0), (4, 64))).astype(jnp.bfloat16)
+  scale = jax.random.uniform(jax.random.PRNGKey(1), (64,))
+  offset = jnp.full((64,), 0.5)
+  out = attention.layer_norm(x, scale, offset)
+  assert out.dtype == jnp.bfloat16
+  expected = attention.layer_norm(x.astype(jnp.float32), scale, offset).astype(jnp.bfloat16)
+  np.testing.assert_array_equal(out, expected)
+
+
 def test_fully_masked_query_rows_output_zeros():
   q, k, v = _qkv(jax.random.PRNGKey(0))
   mask = _mask_with_empty_rows(jax.random.PRNGKey(1))
@@ -170,3 +194,46 @@ def test_heads_must_divide_channels():
 
   with pytest.raises(ValueError, match="qk_channels=16 is not divisible by num_heads=3"):
     hk.transform(fn).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 16)))
+
+
+def _autodiff_attention(q, k, v, mask):
+  """The attention core written plainly, differentiated by JAX."""
+  logits = jnp.einsum("bnhd,bmhd->bhnm", q, k)
+  if mask is not None:
+    logits = jnp.where(mask[:, None], logits, -1e30)
+  return jnp.einsum("bhnm,bmhd->bnhd", jax.nn.softmax(logits, axis=-1), v)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+def test_written_out_attention_gradient_equals_autodiff(use_mask):
+  q, k, v = _qkv(jax.random.PRNGKey(3))
+  mask = _mask_with_empty_rows(jax.random.PRNGKey(4)) if use_mask else None
+  cotangent = jax.random.normal(jax.random.PRNGKey(5), (2, 5, 2, 3))
+
+  def loss(fn):
+    return lambda q, k, v: jnp.sum(fn(q, k, v, mask) * cotangent)
+
+  ours = jax.grad(loss(attention._softmax_attention), argnums=(0, 1, 2))(q, k, v)
+  reference = jax.grad(loss(_autodiff_attention), argnums=(0, 1, 2))(q, k, v)
+  for a, b in zip(ours, reference, strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    attention._softmax_attention(q, k, v, mask), _autodiff_attention(q, k, v, mask), atol=1e-6
+  )
+
+
+def test_gradient_barrier_is_the_identity_with_a_cpu_boundary():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 8))
+
+  def loss(x, barrier):
+    y = jnp.tanh(x) * 3.0
+    return jnp.sum(jnp.sin(attention.gradient_barrier(y) if barrier else y))
+
+  np.testing.assert_array_equal(jax.grad(loss)(x, True), jax.grad(loss)(x, False))
+  np.testing.assert_array_equal(attention.gradient_barrier(x), x)
+  with_barrier = jax.jit(jax.grad(loss), static_argnums=1).lower(x, True).compile().as_text()
+  without = jax.jit(jax.grad(loss), static_argnums=1).lower(x, False).compile().as_text()
+  # On CPU the backward pass goes through a conditional, which fusion cannot cross.
+  assert "conditional(" in with_barrier and "conditional(" not in without
+  nan = jax.grad(lambda x: jnp.sum(attention.gradient_barrier(x) * jnp.nan))(x)
+  assert np.isnan(nan).all()

@@ -48,6 +48,19 @@ def test_validate_names_field_and_value(field, value, message):
     model.validate_model_config(cfg)
 
 
+def test_compute_dtype_is_validated_and_defaults_to_float32():
+  cfg = registry.get_model_config("testing")
+  cfg.compute_dtype = "float16"
+  with pytest.raises(ValueError) as error:
+    model.validate_model_config(cfg)
+  assert str(error.value) == (
+    "config.model.compute_dtype='float16': expected one of ('float32', 'bfloat16')"
+  )
+  del cfg["compute_dtype"]  # a config saved before the field existed
+  model.validate_model_config(cfg)
+  assert model.compute_dtype(cfg) == "float32"
+
+
 def test_validate_nested_fields():
   cfg = registry.get_model_config("testing")
   cfg.input.prep_type = "fft"

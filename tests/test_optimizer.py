@@ -218,3 +218,18 @@ def test_optimizer_steps_the_testing_model():
   updates, _ = jax.jit(opt.update)(grads, opt.init(params), params)
   assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
   assert optax.tree.norm(updates) > 0
+
+
+def test_dot_product_norms_equal_optax():
+  rng = np.random.default_rng(0)
+  tree = {"a": jnp.asarray(rng.normal(size=(37, 5))), "b": jnp.asarray(rng.normal(size=(7,)))}
+  params = {"a": jnp.asarray(rng.normal(size=(37, 5))), "b": jnp.zeros(7)}
+  np.testing.assert_allclose(optimizer.global_norm(tree), optax.tree.norm(tree), rtol=1e-6)
+  for ours, theirs in (
+    (optimizer.scale_by_trust_ratio(), optax.scale_by_trust_ratio()),
+    (optimizer.clip_by_global_norm(2.0), optax.clip_by_global_norm(2.0)),
+  ):
+    expected, _ = theirs.update(tree, theirs.init(params), params)
+    got, state = ours.update(tree, ours.init(params), params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, expected)
+    assert jax.tree.structure(state) == jax.tree.structure(theirs.init(params))
