@@ -31,12 +31,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
+import pathlib
 import resource
 import statistics
 import time
 
 import ml_collections
 
+from perceiver_jax import atomic
 from perceiver_jax import encoder as encoder_lib
 from perceiver_jax import model as model_lib
 from perceiver_jax import registry
@@ -398,3 +401,26 @@ def utilisation(result: dict, peak_flops_per_s: float) -> dict:
       result["forward_flops_per_example"] * result["inference_examples_per_s"] / peak_flops_per_s
     )
   return out
+
+
+def update_results(path: str, sections: dict[str, str]) -> None:
+  """Replaces (or appends) each `## title` section of the Markdown file at `path`."""
+  text = (
+    pathlib.Path(path).read_text()
+    if os.path.exists(path)
+    else (
+      "# Benchmarks\n\nWritten by `scripts/benchmark.py --results=benchmarks/results.md`; each "
+      "section names its machine, commit and command.\n\n"
+    )
+  )
+  for title, section in sections.items():
+    heading = f"## {title}\n"
+    if heading in text:
+      start = text.index(heading)
+      end = text.find("\n## ", start + len(heading))
+      text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
+    else:
+      text = text.rstrip("\n") + "\n\n" + section
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with atomic.atomic_write(path, "w") as f:
+    f.write(text)

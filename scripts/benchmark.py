@@ -450,29 +450,6 @@ def _section(title: str, body: list[str], command: str) -> str:
   )
 
 
-def update_results(path: str, sections: dict[str, str]) -> None:
-  """Replaces (or appends) each `## title` section of the Markdown file at `path`."""
-  text = (
-    pathlib.Path(path).read_text()
-    if os.path.exists(path)
-    else (
-      "# Benchmarks\n\nWritten by `scripts/benchmark.py --results=benchmarks/results.md`; each "
-      "section names its machine, commit and command.\n\n"
-    )
-  )
-  for title, section in sections.items():
-    heading = f"## {title}\n"
-    if heading in text:
-      start = text.index(heading)
-      end = text.find("\n## ", start + len(heading))
-      text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
-    else:
-      text = text.rstrip("\n") + "\n\n" + section
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with atomic.atomic_write(path, "w") as f:
-    f.write(text)
-
-
 def _peaks(dtypes: list[str]) -> dict[str, dict]:
   peaks = {dtype: benchmarking.matmul_peak(dtype) for dtype in dtypes}
   for dtype, peak in peaks.items():
@@ -549,7 +526,7 @@ def main(argv):
     everything[workload] = results
     sections[workload] = _section(workload, body, command)
   if _RESULTS.value:
-    update_results(_RESULTS.value, sections)
+    benchmarking.update_results(_RESULTS.value, sections)
   if _JSON.value:
     with atomic.atomic_write(_JSON.value, "w") as f:
       json.dump(everything, f, indent=2)

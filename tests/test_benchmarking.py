@@ -14,8 +14,6 @@ from perceiver_jax import model
 from perceiver_jax import registry
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import benchmark  # noqa: E402
 
 
 def _linear(n_in, n_out):
@@ -130,8 +128,8 @@ def test_matmul_peak_is_a_rate():
 
 def test_update_results_replaces_only_its_section(tmp_path):
   path = str(tmp_path / "results.md")
-  benchmark.update_results(path, {"a": "## a\n\nfirst a\n", "b": "## b\n\nfirst b\n"})
-  benchmark.update_results(path, {"a": "## a\n\nsecond a\n", "c": "## c\n\nc\n"})
+  benchmarking.update_results(path, {"a": "## a\n\nfirst a\n", "b": "## b\n\nfirst b\n"})
+  benchmarking.update_results(path, {"a": "## a\n\nsecond a\n", "c": "## c\n\nc\n"})
   text = pathlib.Path(path).read_text()
   assert "first a" not in text and "second a" in text and "first b" in text
   assert text.index("## a") < text.index("## b") < text.index("## c")
