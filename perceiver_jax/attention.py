@@ -54,8 +54,7 @@ def _softmax_attention(q, k, v, mask):
   row sums of dO * O over the Dv channels (the FlashAttention identity), a far smaller
   reduction for cross-attention into long inputs.
   """
-  weights = _softmax_weights(q, k, mask).astype(v.dtype)
-  return jnp.einsum("bhnm,bmhd->bnhd", weights, v)
+  return _softmax_attention_fwd(q, k, v, mask)[0]
 
 
 def _softmax_attention_fwd(q, k, v, mask):
@@ -274,7 +273,7 @@ def gradient_barrier(x: jax.Array) -> jax.Array:
   LayerNorm and residual gradients) across all blocks into single kernels, one per
   consumer: each weight gradient then recomputes the chain from the loss down to its own
   block, in a transposed layout. Placed at the end of every block, it bounds each such
-  kernel to one block (io-small's training step: 16 s -> 9 s, compile 20 s -> 7 s). Other
+  kernel to one block (README, "Performance", has the measurements). Other
   platforms do not fuse this way and get the plain identity.
   """
   return jax.lax.platform_dependent(x, cpu=_cpu_gradient_barrier, default=lambda x: x)
@@ -344,10 +343,10 @@ class Attention(hk.Module):
       if channels % self._num_heads:
         raise ValueError(f"{what}={channels} is not divisible by num_heads={self._num_heads}")
     # Creation order fixes the names: Q `linear`, K `linear_1`, V `linear_2`, out `linear_3`.
-    q_channels, kv_channels = inputs_q.shape[-1], inputs_kv.shape[-1]
-    wq, bq = _LinearParams(qk_channels, self._init_scale)(q_channels, inputs_q.dtype)
-    wk, bk = _LinearParams(qk_channels, self._init_scale)(kv_channels, inputs_kv.dtype)
-    wv, bv = _LinearParams(v_channels, self._init_scale)(kv_channels, inputs_kv.dtype)
+    q = _linear(qk_channels, self._init_scale)(inputs_q)  # [B, N, qk]
+    kv_channels, dtype = inputs_kv.shape[-1], inputs_kv.dtype
+    wk, bk = _LinearParams(qk_channels, self._init_scale)(kv_channels, dtype)
+    wv, bv = _LinearParams(v_channels, self._init_scale)(kv_channels, dtype)
     heads = self._num_heads
 
     def keys_and_values(x):  # [B, m, Ckv] -> [B, m, H, qk / H], [B, m, H, v / H]
@@ -357,7 +356,7 @@ class Attention(hk.Module):
 
     rate = self._dropout_prob if is_training else 0.0
     result = attend_kv(
-      _split_heads(inputs_q @ wq + bq, heads),
+      _split_heads(q, heads),
       inputs_kv,
       keys_and_values,
       attention_mask,

@@ -118,20 +118,24 @@ def _measure_case(spec: str, dtype: str) -> dict:
   return benchmarking.measure(case, dtype=dtype, steps=_STEPS.value or steps, warmup=warmup)
 
 
+def _run_self(*args: str) -> dict:
+  """Runs this script with `args` in a fresh process; returns the JSON of its last line."""
+  proc = subprocess.run(
+    [sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True
+  )
+  if proc.returncode:
+    tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
+    raise RuntimeError(f"benchmark run {' '.join(args)} failed: {tail[0]}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _run_case_in_subprocess(workload: str, index: int, dtype: str) -> dict:
-  cmd = [
-    sys.executable,
-    os.path.abspath(__file__),
+  return _run_self(
     f"--case={workload}:{index}",
     f"--dtypes={dtype}",
     f"--steps={_STEPS.value}",
     f"--chunk_size={_CHUNK.value}",
-  ]
-  proc = subprocess.run(cmd, capture_output=True, text=True)
-  if proc.returncode:
-    tail = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
-    raise RuntimeError(f"benchmark case {workload}:{index} ({dtype}) failed: {tail[0]}")
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  )
 
 
 def measure_train_step_memory(variant: str, mode: str, batch_size: int, chunk: int, steps: int):
@@ -189,17 +193,13 @@ def measure_train_step_memory(variant: str, mode: str, batch_size: int, chunk: i
 
 
 def _run_mode_in_subprocess(mode: str) -> dict:
-  cmd = [
-    sys.executable,
-    os.path.abspath(__file__),
+  return _run_self(
     f"--mode={mode}",
     f"--variant={_VARIANT.value}",
     f"--batch_size={_BATCH.value}",
     f"--chunk_size={_CHUNK.value}",
     f"--steps={_STEPS.value or 2}",
-  ]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  )
 
 
 def _synthetic_jpeg(rng, height: int = 375, width: int = 500) -> bytes:
