@@ -329,12 +329,19 @@ class Attention(hk.Module):
     *,
     is_training: bool,
     kv_layer_norm: tuple[jax.Array, jax.Array] | None = None,
+    kv_cache: dict | None = None,
   ) -> jax.Array:
     """[B, N, Cq], [B, M, Ckv], mask [B, N, M] -> [B, N, output_channels].
 
     `kv_layer_norm`: optional (scale, offset) of a LayerNorm applied to `inputs_kv`
     before the K/V projections. It is applied here, chunk by chunk on the chunked
     path, so that no normalised or projected copy of a long input is kept.
+
+    `kv_cache`: optional dict shared by calls with the same weights and the same
+    `inputs_kv` within one trace (the encoder's weight-shared cross-attends). The first
+    call stores its full-length keys and values there and later calls reuse them, so
+    their projections and their weight gradients are computed once, not once per call.
+    Ignored on the chunked path, which never holds full-length keys and values.
     """
     qk_channels = self._qk_channels or inputs_q.shape[-1]
     v_channels = self._v_channels or qk_channels
@@ -353,6 +360,12 @@ class Attention(hk.Module):
       if kv_layer_norm is not None:
         x = layer_norm(x, *kv_layer_norm)
       return _split_heads(x @ wk + bk, heads), _split_heads(x @ wv + bv, heads)
+
+    num_kv = inputs_kv.shape[1]
+    if kv_cache is not None and (self._chunk_size is None or self._chunk_size >= num_kv):
+      if "keys_values" not in kv_cache:
+        kv_cache["keys_values"] = keys_and_values(inputs_kv)
+      inputs_kv, keys_and_values = kv_cache["keys_values"], lambda kv: kv
 
     rate = self._dropout_prob if is_training else 0.0
     result = attend_kv(
@@ -460,8 +473,12 @@ class CrossAttention(_AttentionBlock):
     attention_mask: jax.Array | None = None,
     *,
     is_training: bool,
+    kv_cache: dict | None = None,
   ) -> jax.Array:
-    """[B, N, Cq], [B, M, Ckv], mask [B, N, M] -> [B, N, Cq]."""
+    """[B, N, Cq], [B, M, Ckv], mask [B, N, M] -> [B, N, Cq].
+
+    `kv_cache`: see `Attention`; one dict per weight set and input array.
+    """
     output_channels = inputs_q.shape[-1]
     qk_channels = self._qk_channels or (
       inputs_kv.shape[-1] if self._shape_for_attn == "kv" else output_channels
@@ -475,7 +492,14 @@ class CrossAttention(_AttentionBlock):
       v_channels=self._v_channels or qk_channels,
       output_channels=output_channels,
       chunk_size=self._chunk_size,
-    )(q, inputs_kv, attention_mask, is_training=is_training, kv_layer_norm=kv_layer_norm)
+    )(
+      q,
+      inputs_kv,
+      attention_mask,
+      is_training=is_training,
+      kv_layer_norm=kv_layer_norm,
+      kv_cache=kv_cache,
+    )
     attention = _dropout(attention, self._dropout_prob if is_training else 0.0)
     x = inputs_q + attention if self._use_query_residual else attention
     return _residual_mlp(self, x, is_training)

@@ -217,7 +217,7 @@ def forward_flops(cfg: ml_collections.ConfigDict) -> int | None:
     latents, num_inputs, width, in_width, cross_qk, cross_v, width, cfg.cross_attend_widening_factor
   )
   # Cross-attends that share weights see the same inputs, so their keys and values are
-  # the same: they are needed (and XLA computes them) once per weight set.
+  # the same: the encoder computes them, and their gradients, once per weight set.
   key_value = 2 * num_inputs * in_width * (cross_qk + cross_v)
   num_sets = (
     encoder_lib.cross_attend_weight_index(cfg.num_cross_attends - 1, cfg.share_cross_attend_weights)

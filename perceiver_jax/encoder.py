@@ -166,11 +166,21 @@ class PerceiverEncoder(hk.Module):
       attention_mask = jnp.broadcast_to(
         input_mask[:, None, :].astype(bool), (z.shape[0], z.shape[1], inputs.shape[1])
       )  # [B, N, M]
+    # The cross-attends that share weights see the same inputs, so they share keys and
+    # values: one cache per weight set. Rematerialised blocks recompute their own, as
+    # values computed inside one block's trace cannot be used in another's.
+    kv_caches = None if self._remat else [{} for _ in self.cross_attends]
     for cross_ids, latent_set, count in self._segments:
 
       def block(z, cross_ids=cross_ids, latent_set=latent_set):
         for i in cross_ids:
-          z = self.cross_attends[i](z, inputs, attention_mask, is_training=is_training)
+          z = self.cross_attends[i](
+            z,
+            inputs,
+            attention_mask,
+            is_training=is_training,
+            kv_cache=None if kv_caches is None else kv_caches[i],
+          )
         for layer in self.latent_blocks[latent_set]:
           z = layer(z, is_training=is_training)
         return z
