@@ -92,41 +92,34 @@ def _attend_chunked(q, kv_inputs, kv_fn, mask, dropout_rate, rng, chunk_size):
 
   Keys and values are made chunk by chunk by `kv_fn` from `kv_inputs` (a pytree of
   [B, M, ...] arrays), so neither the [B, H, N, M] logits nor, when `kv_fn` projects
-  raw inputs, full-length keys and values ever exist. The scan body is
-  rematerialised: the backward pass stores only the running (max, normaliser,
-  accumulator) per chunk.
+  raw inputs, full-length keys and values ever exist. A loop visits the M // chunk_size
+  full chunks, slicing them from the inputs in place; a last, shorter step takes the
+  remainder, so nothing is padded, copied or masked. Each step is rematerialised: the
+  backward pass stores only the running (max, normaliser, accumulator) per chunk.
   """
   batch, num_q, heads, _ = q.shape
   num_kv = jax.tree_util.tree_leaves(kv_inputs)[0].shape[1]
-  num_chunks = -(-num_kv // chunk_size)
-  pad = num_chunks * chunk_size - num_kv
-  if mask is not None:
-    mask = jnp.pad(mask.astype(bool), ((0, 0), (0, 0), (0, pad)))
-    mask = mask.reshape(batch, num_q, num_chunks, chunk_size)  # [B, N, C, chunk]
-  elif pad:
-    # Only the padding is masked: a [chunk] vector per chunk, not a [B, N, M] array.
-    mask = (jnp.arange(num_chunks * chunk_size) < num_kv).reshape(1, 1, num_chunks, chunk_size)
-
-  def split(x):  # [B, M, ...] -> [B, C, chunk, ...], a reshape unless padding is needed
-    if pad:
-      x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
-    return x.reshape(batch, num_chunks, chunk_size, *x.shape[2:])
-
-  kv_inputs = jax.tree.map(split, kv_inputs)
+  num_full, remainder = divmod(num_kv, chunk_size)
   masked_value = _masked_value(q.dtype)
 
-  def chunk(x, index, axis=1):
-    return jax.lax.dynamic_index_in_dim(x, index, axis=axis, keepdims=False)
+  def take(start, size):
+    """Keys, values and mask of inputs [start, start + size)."""
+    part = jax.tree.map(
+      lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, axis=1), kv_inputs
+    )
+    k_c, v_c = kv_fn(part)  # [B, size, H, D]
+    mask_c = None if mask is None else jax.lax.dynamic_slice_in_dim(mask, start, size, axis=2)
+    return k_c, v_c, mask_c
 
-  def step(carry, index):
+  def update(carry, index, size):
     running_max, normaliser, acc = carry
-    k_c, v_c = kv_fn(jax.tree.map(lambda x: chunk(x, index), kv_inputs))  # [B, chunk, H, D]
+    k_c, v_c, mask_c = take(index * chunk_size, size)
     logits = jnp.einsum("bnhd,bchd->bhnc", q, k_c, preferred_element_type=jnp.float32)
-    if mask is not None:
-      logits = jnp.where(chunk(mask, index, axis=2)[:, None], logits, masked_value)
+    if mask_c is not None:
+      logits = jnp.where(mask_c.astype(bool)[:, None], logits, masked_value)
     # The result does not depend on the running max, so no gradient flows through it.
     new_max = jax.lax.stop_gradient(jnp.maximum(running_max, logits.max(axis=-1)))
-    probs = jnp.exp(logits - new_max[..., None])  # [B, H, N, chunk]
+    probs = jnp.exp(logits - new_max[..., None])  # [B, H, N, size]
     correction = jnp.exp(running_max - new_max)
     normaliser = normaliser * correction + probs.sum(axis=-1)
     if dropout_rate > 0.0:
@@ -137,15 +130,19 @@ def _attend_chunked(q, kv_inputs, kv_fn, mask, dropout_rate, rng, chunk_size):
     acc = acc * correction[..., None] + jnp.einsum(
       "bhnc,bchd->bhnd", probs.astype(v_c.dtype), v_c, preferred_element_type=jnp.float32
     )
-    return (new_max, normaliser, acc), None
+    return new_max, normaliser, acc
 
-  v_shape = jax.eval_shape(kv_fn, jax.tree.map(lambda x: chunk(x, 0), kv_inputs))[1].shape
-  init = (
+  v_shape = jax.eval_shape(lambda: take(0, 1))[1].shape
+  carry = (
     jnp.full((batch, heads, num_q), -jnp.inf, jnp.float32),
     jnp.zeros((batch, heads, num_q), jnp.float32),
     jnp.zeros((batch, heads, num_q, v_shape[-1]), jnp.float32),
   )
-  (_, normaliser, acc), _ = jax.lax.scan(jax.checkpoint(step), init, jnp.arange(num_chunks))
+  full_step = jax.checkpoint(lambda carry, index: (update(carry, index, chunk_size), None))
+  carry, _ = jax.lax.scan(full_step, carry, jnp.arange(num_full))
+  if remainder:
+    carry = jax.checkpoint(update, static_argnums=(2,))(carry, num_full, remainder)
+  _, normaliser, acc = carry
   out = acc / normaliser[..., None]  # [B, H, N, Dv]
   return out.transpose(0, 2, 1, 3).astype(q.dtype)  # [B, N, H, Dv]
 
