@@ -403,6 +403,23 @@ def utilisation(result: dict, peak_flops_per_s: float) -> dict:
   return out
 
 
+def median_run(runs: list[dict]) -> dict:
+  """Of several measurements of one case, the one with the median training step (the
+  lower median for an even count), with every run's step time added.
+
+  Cases measured in alternating rounds share the machine's slow and fast spells, so the
+  ratio of two cases' medians is far steadier than that of two single runs.
+  """
+  if not runs:
+    raise ValueError("median_run needs at least one run")
+  ordered = sorted(runs, key=lambda r: r["train_step_s"])
+  return {
+    **ordered[(len(ordered) - 1) // 2],
+    "rounds": len(runs),
+    "train_step_s_runs": [r["train_step_s"] for r in runs],
+  }
+
+
 def update_results(path: str, sections: dict[str, str]) -> None:
   """Replaces (or appends) each `## title` section of the Markdown file at `path`."""
   text = (

@@ -126,6 +126,16 @@ def test_matmul_peak_is_a_rate():
   assert peak["size"] in (128, 256) and peak["flops_per_s"] > 1e8
 
 
+def test_median_run_keeps_the_median_measurement():
+  runs = [{"train_step_s": t, "label": str(t)} for t in (3.0, 1.0, 2.0, 9.0)]
+  best = benchmarking.median_run(runs)
+  assert best["label"] == "2.0" and best["rounds"] == 4
+  assert best["train_step_s_runs"] == [3.0, 1.0, 2.0, 9.0]
+  assert benchmarking.median_run(runs[:3])["label"] == "2.0"
+  with pytest.raises(ValueError, match="at least one run"):
+    benchmarking.median_run([])
+
+
 def test_update_results_replaces_only_its_section(tmp_path):
   path = str(tmp_path / "results.md")
   benchmarking.update_results(path, {"a": "## a\n\nfirst a\n", "b": "## b\n\nfirst b\n"})
@@ -151,6 +161,7 @@ def test_cli_measures_a_workload_and_writes_results(tmp_path):
   proc = _benchmark(
     "--workload=perceiver-small",
     "--steps=1",
+    "--rounds=2",
     f"--results={results}",
     f"--json={out}",
     tmp_path=tmp_path,
@@ -159,6 +170,7 @@ def test_cli_measures_a_workload_and_writes_results(tmp_path):
   data = json.loads(out.read_text())
   (row,) = data["perceiver-small"]
   assert row["finite"] and row["batch_size"] == 8 and 0 < row["train_mfu"] < 1.5
+  assert row["rounds"] == 2 and len(row["train_step_s_runs"]) == 2
   text = results.read_text()
   assert "## perceiver-small" in text and "Matmul peak measured in this run" in text
   assert "train MFU" in text and data["commit"].split()[0] in text
