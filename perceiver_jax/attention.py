@@ -104,9 +104,7 @@ def _attend_chunked(q, kv_inputs, kv_fn, mask, dropout_rate, rng, chunk_size):
 
   def take(start, size):
     """Keys, values and mask of inputs [start, start + size)."""
-    part = jax.tree.map(
-      lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, axis=1), kv_inputs
-    )
+    part = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size, axis=1), kv_inputs)
     k_c, v_c = kv_fn(part)  # [B, size, H, D]
     mask_c = None if mask is None else jax.lax.dynamic_slice_in_dim(mask, start, size, axis=2)
     return k_c, v_c, mask_c

@@ -138,7 +138,9 @@ def test_shared_cross_attends_project_the_inputs_once():
   kv_projection_flops = 2 * 2 * 1024 * 64 * 64  # K and V, multiplies and adds
 
   def grad_flops(num_cross_attends):
-    fn = _encoder_fn(num_blocks=4, num_self_attends_per_block=1, num_cross_attends=num_cross_attends)
+    fn = _encoder_fn(
+      num_blocks=4, num_self_attends_per_block=1, num_cross_attends=num_cross_attends
+    )
     params = fn.init(jax.random.PRNGKey(0), inputs)
     grad = jax.jit(jax.grad(lambda p: jnp.sum(fn.apply(p, None, inputs))))
     return grad.lower(params).compile().cost_analysis()["flops"]
