@@ -297,11 +297,16 @@ def _xla_flops(compiled) -> float | None:
 
 
 def _xla_bytes(compiled) -> int | None:
+  """The buffers a compiled step holds at once: its arguments, outputs and temporaries,
+  with each donated argument counted once (its output reuses its buffer)."""
   analysis = compiled.memory_analysis()
   if analysis is None:
     return None
   return int(
-    analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+    analysis.temp_size_in_bytes
+    + analysis.argument_size_in_bytes
+    + analysis.output_size_in_bytes
+    - analysis.alias_size_in_bytes
   )
 
 

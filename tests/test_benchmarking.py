@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import pytest
 
 from perceiver_jax import benchmarking
@@ -119,6 +120,14 @@ def test_measure_times_a_training_step():
   mfu = benchmarking.utilisation(result, peak_flops_per_s=1e12)
   expected = result["train_flops_per_example"] * result["train_examples_per_s"] / 1e12
   assert mfu["train_mfu"] == pytest.approx(expected)
+
+
+def test_step_memory_counts_a_donated_buffer_once():
+  x = jnp.zeros((1024, 1024))  # 4 MiB
+  donated = jax.jit(lambda x: x * 2, donate_argnums=0).lower(x).compile()
+  copied = jax.jit(lambda x: x * 2).lower(x).compile()
+  assert benchmarking._xla_bytes(donated) == x.nbytes
+  assert benchmarking._xla_bytes(copied) == 2 * x.nbytes
 
 
 def test_matmul_peak_is_a_rate():
