@@ -145,6 +145,11 @@ def _attend_chunked(q, kv_inputs, kv_fn, mask, dropout_rate, rng, chunk_size):
   return out.transpose(0, 2, 1, 3).astype(q.dtype)  # [B, N, H, Dv]
 
 
+def _is_chunked(chunk_size: int | None, num_kv: int) -> bool:
+  """Whether `attend_kv` visits `num_kv` keys in chunks rather than all at once."""
+  return chunk_size is not None and chunk_size < num_kv
+
+
 def attend_kv(
   q: jax.Array,
   kv_inputs,
@@ -178,7 +183,7 @@ def attend_kv(
     raise ValueError(f"attention dropout {dropout_rate} needs an rng key")
   q = q * (1.0 / math.sqrt(q.shape[-1]))
   num_kv = jax.tree_util.tree_leaves(kv_inputs)[0].shape[1]
-  if chunk_size is not None and chunk_size < num_kv:
+  if _is_chunked(chunk_size, num_kv):
     out = _attend_chunked(q, kv_inputs, kv_fn, mask, dropout_rate, rng, chunk_size)
   else:
     out = _attend_plain(q, *kv_fn(kv_inputs), mask, dropout_rate, rng)
@@ -356,8 +361,7 @@ class Attention(hk.Module):
         x = layer_norm(x, *kv_layer_norm)
       return _split_heads(x @ wk + bk, heads), _split_heads(x @ wv + bv, heads)
 
-    num_kv = inputs_kv.shape[1]
-    if kv_cache is not None and (self._chunk_size is None or self._chunk_size >= num_kv):
+    if kv_cache is not None and not _is_chunked(self._chunk_size, inputs_kv.shape[1]):
       if "keys_values" not in kv_cache:
         kv_cache["keys_values"] = keys_and_values(inputs_kv)
       inputs_kv, keys_and_values = kv_cache["keys_values"], lambda kv: kv

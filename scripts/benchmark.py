@@ -446,13 +446,13 @@ def _scaling_plot(results: list[dict], path: pathlib.Path) -> None:
   plt.close(fig)
 
 
-def _section(title: str, body: list[str], command: str, revision: str) -> str:
+def _section(title: str, body: list[str], command: str, machine_name: str, revision: str) -> str:
   stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d")
   return "\n".join(
     [
       f"## {title}",
       "",
-      f"Machine: {machine()}. Commit: {revision}. Date: {stamp}.",
+      f"Machine: {machine_name}. Commit: {revision}. Date: {stamp}.",
       f"Command: `{command}`.",
       "",
       *body,
@@ -510,9 +510,9 @@ def main(argv):
     workloads = [_WORKLOAD.value]
   command = "python scripts/benchmark.py " + " ".join(sys.argv[1:])
   out_dir = pathlib.Path(_RESULTS.value).parent if _RESULTS.value else None
-  revision = commit()  # the code measured: taken before anything runs
+  machine_name, revision = machine(), commit()  # the code measured: before anything runs
   peaks = _peaks(_DTYPES.value) if set(workloads) & set(MODEL_WORKLOADS) else {}
-  everything, sections = {"machine": machine(), "commit": revision, "peaks": peaks}, {}
+  everything, sections = {"machine": machine_name, "commit": revision, "peaks": peaks}, {}
   for workload in workloads:
     if workload == "imagenet-input":
       result = measure_input_throughput(
@@ -543,7 +543,7 @@ def main(argv):
       body += _summary(workload, results, out_dir)
     print("\n".join(body), flush=True)
     everything[workload] = results
-    sections[workload] = _section(workload, body, command, revision)
+    sections[workload] = _section(workload, body, command, machine_name, revision)
   if _RESULTS.value:
     benchmarking.update_results(_RESULTS.value, sections)
   if _JSON.value:
