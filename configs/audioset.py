@@ -31,9 +31,9 @@ from __future__ import annotations
 import ml_collections
 
 from configs import common
-from perceiver_jax import audio_video
 from perceiver_jax import registry
 from perceiver_jax.data import audioset
+from perceiver_jax.models import audio_video
 
 VARIANTS = {
   # variant: (modalities, audio prep)

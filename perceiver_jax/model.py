@@ -35,12 +35,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from perceiver_jax import baselines
-from perceiver_jax import decoders
-from perceiver_jax import encoder as encoder_lib
-from perceiver_jax import position_encoding
-from perceiver_jax import precision
-from perceiver_jax import preprocessors
+from perceiver_jax.models import baselines
+from perceiver_jax.models import decoders
+from perceiver_jax.models import encoder as encoder_lib
+from perceiver_jax.models import position_encoding
+from perceiver_jax.models import precision
+from perceiver_jax.models import preprocessors
 
 DECODER_TYPES = ("classification", "projection")
 MODALITIES = ("image", "points", "audio_video")
@@ -70,7 +70,7 @@ def input_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
 
 
 def _audio_video():
-  from perceiver_jax import audio_video  # noqa: PLC0415 (only these models need it)
+  from perceiver_jax.models import audio_video  # noqa: PLC0415 (only these models need it)
 
   return audio_video
 
@@ -323,6 +323,12 @@ def dummy_inputs(cfg: ml_collections.ConfigDict, batch_size: int = 1):
   if modality(cfg) == "audio_video":
     return _audio_video().dummy_inputs(cfg, batch_size)
   return jnp.zeros((batch_size, *cfg.input_shape), jnp.float32)
+
+
+def input_shapes(cfg: ml_collections.ConfigDict):
+  """The shape of one example's inputs without the batch axis: a tuple, or a dict of tuples
+  keyed by modality for multimodal inputs. The data layer checks its examples against it."""
+  return jax.tree.map(lambda x: tuple(x.shape[1:]), dummy_inputs(cfg))
 
 
 def param_shapes(cfg: ml_collections.ConfigDict) -> tuple[hk.Params, hk.State]:

@@ -5,7 +5,7 @@ and input-pipeline speed, on fixed workloads that compare across commits.
   python scripts/benchmark.py --workload=io-small [--dtypes=float32,bfloat16]
   python scripts/benchmark.py --workload=all --results=benchmarks/results.md --json=OUT.json
 
-Workloads (`perceiver_jax/benchmarking.py` defines their shapes):
+Workloads (`perceiver_jax/tools/benchmarking.py` defines their shapes):
   io-small, perceiver-small   small Perceiver IO / Perceiver models on 4,096 x 261 inputs,
                               batch 8.
   imagenet-long               224x224 inputs (50,176), 512 x 1024 latents, batch 2: plain vs
@@ -54,7 +54,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # the working tree's package and `configs`, not an install
 
 from perceiver_jax import atomic  # noqa: E402
-from perceiver_jax import benchmarking  # noqa: E402
+from perceiver_jax.tools import benchmarking  # noqa: E402
 
 MODEL_WORKLOADS = (*benchmarking.WORKLOADS, "paper-models")
 ALL_WORKLOADS = (*MODEL_WORKLOADS, "imagenet-input", "imagenet-memory")

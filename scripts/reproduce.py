@@ -433,7 +433,7 @@ def report_table7(records, out, exp, extra) -> str:
 
 
 def report_attention(records, out, data_dir: str | None, num_images: int) -> str:
-  from perceiver_jax import attention_maps
+  from perceiver_jax.tools import attention_maps
 
   record = records[0]
   files = attention_maps.plot_run(

@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/attention.py."""
+"""Tests for perceiver_jax/models/attention.py."""
 
 import haiku as hk
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax import attention
+from perceiver_jax.models import attention
 
 
 def _qkv(key, batch=2, num_q=5, num_kv=37, heads=2, dk=4, dv=3):

@@ -1,11 +1,11 @@
-"""perceiver_jax/attention_maps.py: recorded cross-attention weights and their image maps."""
+"""perceiver_jax/tools/attention_maps.py: recorded cross-attention weights and their image maps."""
 
 import jax
 import numpy as np
 
-from perceiver_jax import attention_maps
 from perceiver_jax import model
 from perceiver_jax import registry
+from perceiver_jax.tools import attention_maps
 
 
 def _setup(permuted=False):

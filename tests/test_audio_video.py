@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/audio_video.py: AudioSet input processors and their fusion."""
+"""Tests for perceiver_jax/models/audio_video.py: AudioSet input processors and their fusion."""
 
 import re
 
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from configs import audioset as audioset_config
-from perceiver_jax import audio_video
 from perceiver_jax import model
-from perceiver_jax import position_encoding
+from perceiver_jax.models import audio_video
+from perceiver_jax.models import position_encoding
 
 # Full-size variants: (input count per modality, input width C, parameters).
 VARIANTS = {

@@ -1,4 +1,4 @@
-"""The Table 2 baselines (perceiver_jax/baselines.py) and their registry variants."""
+"""The Table 2 baselines (perceiver_jax/models/baselines.py) and their registry variants."""
 
 import jax
 import jax.numpy as jnp
@@ -6,10 +6,10 @@ import numpy as np
 import optax
 import pytest
 
-from perceiver_jax import baselines
 from perceiver_jax import losses
 from perceiver_jax import model
 from perceiver_jax import registry
+from perceiver_jax.models import baselines
 
 FMNIST = [
   "fmnist_perceiver_ff",

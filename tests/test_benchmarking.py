@@ -10,9 +10,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from perceiver_jax import benchmarking
 from perceiver_jax import model
 from perceiver_jax import registry
+from perceiver_jax.tools import benchmarking
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 

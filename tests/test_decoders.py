@@ -1,12 +1,12 @@
-"""Tests for perceiver_jax/decoders.py."""
+"""Tests for perceiver_jax/models/decoders.py."""
 
 import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax import decoders
-from perceiver_jax import position_encoding
+from perceiver_jax.models import decoders
+from perceiver_jax.models import position_encoding
 
 
 def test_projection_decoder_is_mean_then_linear():

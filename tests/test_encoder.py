@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/encoder.py: cross-attend placement and weight sharing."""
+"""Tests for perceiver_jax/models/encoder.py: cross-attend placement and weight sharing."""
 
 import haiku as hk
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax import encoder
+from perceiver_jax.models import encoder
 
 
 @pytest.mark.parametrize(

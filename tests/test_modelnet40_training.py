@@ -14,10 +14,10 @@ from test_modelnet40 import CUBE
 
 from configs import modelnet40 as modelnet40_config
 from perceiver_jax import model
-from perceiver_jax import position_encoding
-from perceiver_jax import preprocessors
 from perceiver_jax import registry
 from perceiver_jax.data import datasets
+from perceiver_jax.models import position_encoding
+from perceiver_jax.models import preprocessors
 
 # A tetrahedron: a second shape, so the two classes differ.
 TETRAHEDRON = """OFF

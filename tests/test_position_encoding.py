@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/position_encoding.py (Fourier parity with a NumPy reference
+"""Tests for perceiver_jax/models/position_encoding.py (Fourier parity with a NumPy reference
 lives in test_reference_parity.py)."""
 
 import haiku as hk
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from perceiver_jax import position_encoding
+from perceiver_jax.models import position_encoding
 
 
 def test_linear_positions_grid():

@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/precision.py: bfloat16 compute from float32 parameters."""
+"""Tests for perceiver_jax/models/precision.py: bfloat16 compute from float32 parameters."""
 
 import json
 
@@ -10,9 +10,9 @@ import tiny_training
 
 from perceiver_jax import losses
 from perceiver_jax import model
-from perceiver_jax import precision
 from perceiver_jax import registry
 from perceiver_jax import train
+from perceiver_jax.models import precision
 
 
 def _config(name="testing", compute_dtype="float32", **overrides):

@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/preprocessors.py: the image input paths."""
+"""Tests for perceiver_jax/models/preprocessors.py: the image input paths."""
 
 import haiku as hk
 import jax
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from perceiver_jax import model
-from perceiver_jax import preprocessors
 from perceiver_jax import registry
+from perceiver_jax.models import preprocessors
 
 
 def test_space_to_depth_groups_each_patch():

@@ -12,8 +12,8 @@ import pytest
 import reference_numpy
 
 from perceiver_jax import model
-from perceiver_jax import position_encoding
 from perceiver_jax import registry
+from perceiver_jax.models import position_encoding
 
 # The model runs in float32 and the reference in float64. With O(1) activations, float32
 # rounding (~1e-7 relative) accumulated over the ~10 layers of these tiny models stays

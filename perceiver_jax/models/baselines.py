@@ -27,9 +27,9 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from perceiver_jax import attention
-from perceiver_jax import precision
-from perceiver_jax import preprocessors
+from perceiver_jax.models import attention
+from perceiver_jax.models import precision
+from perceiver_jax.models import preprocessors
 
 ARCHITECTURES = ("perceiver", "convnet", "vit", "transformer")
 

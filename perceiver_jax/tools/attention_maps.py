@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax import attention
 from perceiver_jax import model
+from perceiver_jax.models import attention
 
 
 @contextlib.contextmanager
@@ -61,7 +61,7 @@ def cross_attention_weights(cfg, params, state, images) -> list[np.ndarray]:
 
 def input_order(cfg) -> np.ndarray:
   """For each input element as the model sees it, its index in the unpermuted grid."""
-  from perceiver_jax import preprocessors
+  from perceiver_jax.models import preprocessors
 
   rows, cols = model.input_grid(cfg)
   if cfg.input.permute_pixels:

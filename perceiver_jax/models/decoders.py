@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax import attention
-from perceiver_jax import position_encoding
+from perceiver_jax.models import attention
+from perceiver_jax.models import position_encoding
 
 
 class BasicDecoder(hk.Module):

@@ -40,9 +40,9 @@ import time
 import ml_collections
 
 from perceiver_jax import atomic
-from perceiver_jax import encoder as encoder_lib
 from perceiver_jax import model as model_lib
 from perceiver_jax import registry
+from perceiver_jax.models import encoder as encoder_lib
 
 WORKLOADS = ("io-small", "perceiver-small", "imagenet-long", "scaling")
 SCALING_INPUTS = (1024, 4096, 16384, 65536)
@@ -176,7 +176,7 @@ def _preprocessor_flops(cfg: ml_collections.ConfigDict) -> int:
     flops += 2 * rows * cols * inp.spatial_downsample**2 * channels * inp.num_channels
   if inp.project_pos_dim > 0:
     if inp.position_encoding_type == "fourier":
-      from perceiver_jax import position_encoding  # noqa: PLC0415
+      from perceiver_jax.models import position_encoding  # noqa: PLC0415
 
       pos = position_encoding.num_fourier_channels(
         2, inp.fourier.num_bands, inp.fourier.concat_pos, inp.fourier.sine_only

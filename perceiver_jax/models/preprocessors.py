@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from perceiver_jax import position_encoding
+from perceiver_jax.models import position_encoding
 
 PREP_TYPES = ("pixels", "patches", "conv", "conv1x1")
 

@@ -23,8 +23,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from perceiver_jax import attention
-from perceiver_jax import position_encoding
+from perceiver_jax.models import attention
+from perceiver_jax.models import position_encoding
 
 CROSS_ATTEND_PLACEMENTS = ("interleaved", "start")
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from perceiver_jax import position_encoding
+from perceiver_jax.models import position_encoding
 
 MODALITIES = ("audio", "video")
 AUDIO_PREPS = ("raw", "mel")

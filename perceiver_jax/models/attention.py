@@ -21,7 +21,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
-from perceiver_jax import precision
+from perceiver_jax.models import precision
 
 
 def _masked_value(dtype) -> float:

@@ -1,0 +1,1 @@
+"""Tools over trained and released models: summary, prediction, attention maps, benchmarks."""

@@ -1,0 +1,119 @@
+"""Classifies one image with a checkpoint in the official Perceiver IO pickle format.
+
+  python -m perceiver_jax.predict --config=configs/imagenet.py:variant=io_fourier \
+      --checkpoint=imagenet_fourier_position_encoding.pystate --input=cat.jpg \
+      [--output=logits.npy]
+
+`--input` is an image file, preprocessed as the official evaluation does (centre crop
+of 224/256 of the short side, bicubic resize, ImageNet mean/std), or a `.npy` array
+already preprocessed, [H, W, 3] float32. Prints the top-k classes as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import jax
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from perceiver_jax import atomic
+from perceiver_jax import model
+from perceiver_jax import official_format
+from perceiver_jax.data import image_ops
+from perceiver_jax.data import imagenet_classes
+
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "Model config, e.g. configs/imagenet.py:variant=io_fourier."
+)
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint pickle in the official format.")
+_INPUT = flags.DEFINE_string("input", None, "Image file, or a preprocessed [H, W, 3] float32 .npy.")
+_OUTPUT = flags.DEFINE_string("output", None, "Optional .npy path for the logits [num_classes].")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Number of classes to print.")
+
+
+def load_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
+  """Reads an image file or a preprocessed .npy into [H, W, C] float32."""
+  if path.endswith(".npy"):
+    try:
+      array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"cannot read array {path!r}: {e}") from None
+    if array.shape != tuple(input_shape):
+      raise ValueError(
+        f"array {path!r} has shape {array.shape}, the model expects {tuple(input_shape)}"
+      )
+    if not np.all(np.isfinite(array)):
+      raise ValueError(f"array {path!r} has non-finite values")
+    return array.astype(np.float32)
+  height, width, _ = input_shape
+  if height != width:
+    raise ValueError(f"image preprocessing needs a square model input, got {tuple(input_shape)}")
+  return image_ops.load_image_for_eval(path, size=height)
+
+
+def load_checkpoint(model_config, path: str):
+  """Loads an official-format pickle and checks it against the model's parameter tree."""
+  params, state = official_format.load_official_pickle(path)
+  expected_params, expected_state = model.param_shapes(model_config)
+  params = official_format.match_to_template(expected_params, params, what="params")
+  state = official_format.match_to_template(expected_state, state, what="state")
+  return params, state
+
+
+def class_names(num_classes: int) -> list[str]:
+  if num_classes == 1000:
+    return imagenet_classes.imagenet_class_names()
+  return [f"class_{i}" for i in range(num_classes)]
+
+
+def predict(model_config, params, state, image: np.ndarray) -> np.ndarray:
+  """Logits [num_classes] for one preprocessed image [H, W, C]."""
+  forward = model.build_model(model_config)
+  apply = jax.jit(lambda p, s, x: forward.apply(p, s, None, x, is_training=False)[0])
+  return np.asarray(apply(params, state, image[None]))[0]
+
+
+def top_k(logits: np.ndarray, names: list[str], k: int) -> list[dict]:
+  probs = np.asarray(jax.nn.softmax(logits))
+  order = np.argsort(-logits, kind="stable")[:k]
+  return [
+    {
+      "class_id": int(i),
+      "label": names[i],
+      "probability": float(probs[i]),
+      "logit": float(logits[i]),
+    }
+    for i in order
+  ]
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  for name, value in (
+    ("config", config),
+    ("checkpoint", _CHECKPOINT.value),
+    ("input", _INPUT.value),
+  ):
+    if value is None:
+      sys.exit(f"error: --{name} is required")
+  try:
+    params, state = load_checkpoint(config.model, _CHECKPOINT.value)
+    image = load_input(_INPUT.value, tuple(config.model.input_shape))
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  logits = predict(config.model, params, state, image)
+  if not np.all(np.isfinite(logits)):
+    sys.exit(f"error: the model produced non-finite logits for {_INPUT.value!r}")
+  result = {
+    "input": _INPUT.value,
+    "checkpoint": _CHECKPOINT.value,
+    f"top{_TOP_K.value}": top_k(logits, class_names(len(logits)), _TOP_K.value),
+  }
+  print(json.dumps(result, indent=2))
+  if _OUTPUT.value:
+    with atomic.atomic_write(_OUTPUT.value, "wb") as f:
+      np.save(f, logits)
