@@ -32,8 +32,8 @@ import ml_collections
 
 from configs import common
 from perceiver_jax import registry
+from perceiver_jax import tasks
 from perceiver_jax.data import audioset
-from perceiver_jax.models import audio_video
 
 VARIANTS = {
   # variant: (modalities, audio prep)
@@ -50,14 +50,10 @@ def model_config(variant: str) -> ml_collections.ConfigDict:
   if variant not in VARIANTS:
     raise ValueError(f"config argument variant={variant!r}: expected one of {tuple(VARIANTS)}")
   modalities, audio_prep = VARIANTS[variant]
-  cfg = registry.get_model_config("perceiver_ff")  # the encoder fields and their defaults
-  del cfg["input"], cfg["input_shape"]  # image-only sections
-  cfg.modality = "audio_video"
-  cfg.audio_video = audio_video.default_config()
+  cfg = registry.base_config("audio_video", num_classes=audioset.NUM_CLASSES)
   cfg.audio_video.modalities = modalities
   cfg.audio_video.audio.prep = audio_prep
   cfg.audio_video.audio.num_bands = 64 if audio_prep == "raw" else 32
-  cfg.num_classes = audioset.NUM_CLASSES
   cfg.num_blocks = 2
   cfg.num_cross_attends = 2  # one before each block
   cfg.num_self_attends_per_block = 8
@@ -72,7 +68,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = common.training_defaults()
   config.variant = arg.variant
   config.model = model_config(arg.variant)
-  config.multi_label = True  # sigmoid cross-entropy, mAP
+  config.task = tasks.default_config("multi_label")  # sigmoid cross-entropy, mAP
+  config.task.eval_windows = 16
   config.data = dict(
     name="audioset",
     data_dir="",  # the shards of scripts/prepare_audioset.py
@@ -80,7 +77,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     eval_split="eval",
     fps=25,
     sample_rate=48_000,
-    eval_windows=16,
     random_flip=True,
     num_threads=16,
     prefetch_examples=256,

@@ -43,6 +43,7 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
 def training_defaults() -> ml_collections.ConfigDict:
   """Trainer fields shared by every experiment config (durations in steps or epochs)."""
   from perceiver_jax import optimizer
+  from perceiver_jax import tasks
 
   return ml_collections.ConfigDict(
     dict(
@@ -51,9 +52,8 @@ def training_defaults() -> ml_collections.ConfigDict:
       eval_batch_size=512,
       num_epochs=1.0,  # used when total_steps == 0
       total_steps=0,
-      label_smoothing=0.0,
-      # Multi-label targets (AudioSet): sigmoid cross-entropy, evaluated by mAP.
-      multi_label=False,
+      # What the model's outputs mean: loss, metrics, evaluation (perceiver_jax/tasks/).
+      task=tasks.default_config("classification"),
       log_every_steps=100,
       eval_every_steps=1000,
       checkpoint_every_steps=1000,

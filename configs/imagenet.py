@@ -92,7 +92,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Shared by both papers' runs (stated by [PIO], not by [P]).
   config.batch_size = 1024
   config.eval_batch_size = 1000
-  config.label_smoothing = 0.1
+  config.task.label_smoothing = 0.1
   config.optimizer.name = "lamb"
   config.optimizer.weight_decay = 0.1
   config.optimizer.clip_global_norm = 10.0

@@ -31,6 +31,8 @@ from collections.abc import Callable
 
 import ml_collections
 
+from perceiver_jax import modalities
+
 _REGISTRY: dict[str, Callable[[], ml_collections.ConfigDict]] = {}
 
 
@@ -49,27 +51,15 @@ def get_model_config(name: str) -> ml_collections.ConfigDict:
   return _REGISTRY[name]()
 
 
-def _imagenet_perceiver_io() -> ml_collections.ConfigDict:
-  """Perceiver IO on ImageNet with 2-D Fourier features on pixels (the release's config)."""
-  return ml_collections.ConfigDict(
+def base_config(modality: str, num_classes: int) -> ml_collections.ConfigDict:
+  """Every field `model.build_model` reads: the shared architecture fields (the Perceiver IO
+  ImageNet model's encoder and decoder, the baselines' section) plus the fields of
+  `modality` from its adapter (`perceiver_jax.modalities`)."""
+  cfg = ml_collections.ConfigDict(
     dict(
-      modality="image",
-      input_shape=(224, 224, 3),
-      num_classes=1000,
-      input=dict(
-        prep_type="pixels",
-        spatial_downsample=1,
-        num_channels=64,
-        position_encoding_type="fourier",
-        # max_resolution () means "the index dims of the input array".
-        fourier=dict(num_bands=64, max_resolution=(224, 224), concat_pos=True, sine_only=False),
-        trainable=dict(num_channels=258, init_scale=0.02),
-        project_pos_dim=-1,
-        concat_or_add_pos="concat",
-        conv_after_patching=False,
-        permute_pixels=False,
-        permutation_seed=0,
-      ),
+      modality=modality,
+      architecture="perceiver",  # or a baseline: "convnet", "vit", "transformer"
+      num_classes=num_classes,
       num_latents=512,
       num_latent_channels=1024,
       num_blocks=8,
@@ -81,7 +71,9 @@ def _imagenet_perceiver_io() -> ml_collections.ConfigDict:
       num_cross_attend_heads=1,
       num_self_attend_heads=8,
       cross_attend_qk_channels=0,  # 0: the input width
-      cross_attend_v_channels=0,
+      cross_attend_v_channels=0,  # 0: the qk channels
+      self_attend_qk_channels=0,  # 0: num_latent_channels
+      self_attend_v_channels=0,  # 0: the qk channels
       cross_attend_widening_factor=1,
       self_attend_widening_factor=1,
       dropout_prob=0.0,
@@ -93,8 +85,25 @@ def _imagenet_perceiver_io() -> ml_collections.ConfigDict:
       decoder=dict(
         type="classification", num_heads=1, use_query_residual=True, query_init_scale=0.02
       ),
+      # The baselines (architecture != "perceiver"); unused by the Perceiver.
+      baseline=dict(
+        stage_channels=(32, 64, 128),
+        blocks_per_stage=1,
+        num_channels=128,
+        num_layers=4,
+        num_heads=4,
+        patch_size=4,
+        widening_factor=4,
+      ),
     )
   )
+  cfg.update(modalities.get(modality).default_config())
+  return cfg
+
+
+def _imagenet_perceiver_io() -> ml_collections.ConfigDict:
+  """Perceiver IO on ImageNet with 2-D Fourier features on pixels (the release's config)."""
+  return base_config("image", num_classes=1000)
 
 
 @register
@@ -157,14 +166,10 @@ def modelnet40() -> ml_collections.ConfigDict:
   weights, and 2 weight-shared blocks of 6 self-attends. The latent array (512 x 1024) and
   the attention widths are the ImageNet model's: the paper gives no others for ModelNet40.
   """
-  cfg = perceiver_ff()
-  cfg.modality = "points"
-  cfg.input_shape = (2048, 3)
-  cfg.num_classes = 40
-  cfg.input.fourier.num_bands = 64
-  cfg.input.fourier.max_resolution = (2240, 2240, 2240)
-  cfg.num_blocks = 2
+  cfg = base_config("points", num_classes=40)
   cfg.num_cross_attends = 2
+  cfg.decoder.type = "projection"
+  cfg.num_blocks = 2
   cfg.num_self_attends_per_block = 6
   return cfg
 
@@ -216,15 +221,6 @@ def _fmnist_pixels() -> ml_collections.ConfigDict:
 def _fmnist_baseline(architecture: str) -> ml_collections.ConfigDict:
   cfg = _fmnist_pixels()
   cfg.architecture = architecture
-  cfg.baseline = dict(
-    stage_channels=(32, 64, 128),
-    blocks_per_stage=1,
-    num_channels=128,
-    num_layers=4,
-    num_heads=4,
-    patch_size=4,
-    widening_factor=4,
-  )
   return cfg
 
 

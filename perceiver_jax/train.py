@@ -6,6 +6,8 @@ run pmapped train steps, evaluating and checkpointing every N steps and at the e
 Rerunning with the same workdir resumes; with the same seed and device count the
 result is bit-identical to an uninterrupted run on CPU.
 
+The loop knows no dataset and no task: `config.task` names the task (perceiver_jax/tasks/:
+loss, training metrics, evaluation) and `config.data` the dataset (perceiver_jax/data/).
 Batches are `[local_devices, per_device, ...]`; parameters live replicated on the
 devices during training and are unreplicated (device 0) for checkpoints.
 """
@@ -19,13 +21,12 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 
-from perceiver_jax import average_precision
 from perceiver_jax import checkpointing
 from perceiver_jax import metrics as metrics_lib
 from perceiver_jax import model
 from perceiver_jax import optimizer as optimizer_lib
+from perceiver_jax import tasks
 from perceiver_jax import train_step as ts
 from perceiver_jax.data import datasets
 from perceiver_jax.data import pipeline
@@ -35,9 +36,13 @@ def _fail(field: str, value, message: str):
   raise ValueError(f"config.{field}={value!r}: {message}")
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Fails early, with one line naming the field and its value, on impossible settings."""
+def validate_config(config: ml_collections.ConfigDict) -> tasks.Task:
+  """Fails early, with one line naming the field and its value, on impossible settings.
+
+  Returns the task of `config.task` (validated with it).
+  """
   model.validate_model_config(config.model)
+  task = tasks.get(config.task)
   optimizer_lib.validate_optimizer_config(config.optimizer)
   if config.data.name not in datasets.DATASETS:
     _fail("data.name", config.data.name, f"expected one of {sorted(datasets.DATASETS)}")
@@ -51,12 +56,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("eval_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     if config[field] < 1:
       _fail(field, config[field], "must be at least 1")
-  if not 0.0 <= config.label_smoothing < 1.0:
-    _fail("label_smoothing", config.label_smoothing, "must be in [0, 1)")
-  if config.get("multi_label", False) and config.label_smoothing:
-    _fail("label_smoothing", config.label_smoothing, "multi-label (sigmoid) training needs 0")
-  if config.data.get("eval_windows", 0) < 0:
-    _fail("data.eval_windows", config.data.eval_windows, "must be 0 (none) or positive")
+  return task
 
 
 def _total_steps(config, num_train_examples: int) -> tuple[int, int]:
@@ -85,60 +85,31 @@ def _unreplicate(tree):
   return jax.tree.map(lambda x: np.asarray(x[0]), tree)
 
 
-def _eval_sums(eval_step, params, model_state, batches) -> dict[str, float]:
-  """Single-label metrics: add the steps' sums over the split, divide once."""
-  totals = None
-  for batch in batches:
-    sums = jax.tree.map(lambda x: float(x[0]), eval_step(params, model_state, batch))
-    totals = sums if totals is None else {k: totals[k] + sums[k] for k in totals}
-  count = max(totals["count"], 1.0)
-  return {
-    "eval/loss": totals["loss_sum"] / count,
-    "eval/top1": totals["top1_sum"] / count,
-    "eval/top5": totals["top5_sum"] / count,
-    "eval/count": totals["count"],
-  }
-
-
-def _eval_multi_label(eval_step, params, model_state, batches) -> dict[str, float]:
-  """Multi-label metrics over the whole split: mAP and the mean binary cross-entropy."""
-  scores, labels = [], []
-  for batch in batches:
-    batch_scores = np.asarray(eval_step(params, model_state, batch)["scores"])
-    real = np.asarray(batch["mask"]).reshape(-1) > 0
-    scores.append(batch_scores.reshape(-1, batch_scores.shape[-1])[real])
-    labels.append(np.asarray(batch["labels"]).reshape(real.shape[0], -1)[real])
-  scores, labels = np.concatenate(scores), np.concatenate(labels)
-  if jax.process_count() > 1:
-    scores = multihost_utils.process_allgather(scores, tiled=True)
-    labels = multihost_utils.process_allgather(labels, tiled=True)
-  probs = np.clip(scores.astype(np.float64), 1e-7, 1 - 1e-7)
-  bce = -(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)).mean(axis=-1)
-  return {
-    "eval/mAP": average_precision.mean_average_precision(scores, labels),
-    "eval/loss": float(bce.mean()),
-    "eval/count": float(len(labels)),
-  }
-
-
-def evaluate(eval_step, params, model_state, data: datasets.Data, config) -> dict[str, float]:
-  """Metrics over the whole evaluation split, each example counted once (padding is masked)."""
-  batches = data.eval_batches(_device_shape(config.eval_batch_size))
-  if config.get("multi_label", False):
-    return _eval_multi_label(eval_step, params, model_state, batches)
-  return _eval_sums(eval_step, params, model_state, batches)
+def evaluate(
+  eval_step, params, model_state, data: datasets.Data, task: tasks.Task, eval_batch_size: int
+) -> dict[str, float]:
+  """The task's metrics over the whole evaluation split, each example counted once."""
+  evaluator = task.evaluator()
+  for batch in data.eval_batches(_device_shape(eval_batch_size)):
+    evaluator.add(eval_step(params, model_state, batch), batch)
+  return evaluator.result()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.TrainState:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state."""
-  validate_config(config)
+  task = validate_config(config)
   os.makedirs(workdir, exist_ok=True)
   is_chief = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_chief)
   if is_chief:
     metrics_lib.write_config(workdir, config)
 
-  data = datasets.load(config, process_index=jax.process_index(), process_count=jax.process_count())
+  facts = datasets.ModelFacts(
+    model.input_shapes(config.model), config.model.num_classes, task.eval_windows
+  )
+  data = datasets.load(
+    config, facts, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   total_steps, steps_per_epoch = _total_steps(config, data.num_train_examples)
   schedule = optimizer_lib.learning_rate_schedule(
     config.optimizer,
@@ -147,7 +118,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
     batch_size=config.batch_size,
   )
   tx = optimizer_lib.make_optimizer(config.optimizer, schedule)
-  multi_label = config.get("multi_label", False)
   forward = model.build_model(config.model)
 
   example = data.example["inputs"]
@@ -174,25 +144,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
 
   train_iter = pipeline.prefetch(data.train_batches(start_step, _device_shape(config.batch_size)))
   p_train_step = jax.pmap(
-    ts.make_train_step(
-      forward,
-      tx,
-      schedule,
-      label_smoothing=config.label_smoothing,
-      multi_label=multi_label,
-    ),
-    axis_name=ts.AXIS,
-    donate_argnums=(0,),
+    ts.make_train_step(forward, tx, schedule, task), axis_name=ts.AXIS, donate_argnums=(0,)
   )
-  p_eval_step = jax.pmap(
-    ts.make_eval_step(
-      forward, multi_label=multi_label, num_windows=config.data.get("eval_windows", 0)
-    ),
-    axis_name=ts.AXIS,
-  )
+  p_eval_step = jax.pmap(ts.make_eval_step(forward, task), axis_name=ts.AXIS)
 
   def evaluate_test_split(state: ts.TrainState) -> dict[str, float]:
-    return evaluate(p_eval_step, state.params, state.state, data, config)
+    return evaluate(p_eval_step, state.params, state.state, data, task, config.eval_batch_size)
 
   state = ts.replicate(state, jax.local_device_count())
   final_path = os.path.join(workdir, metrics_lib.FINAL_FILE)

@@ -2,9 +2,9 @@
 
 Shapes: a batch is a dict of arrays shaped `[local_devices, per_device, ...]` outside
 `pmap`, `[per_device, ...]` inside it: `inputs` (images [b, H, W, C], points [b, P, 3], or
-a dict of modality arrays), `labels` [b] (int), [b, K] (soft, after MixUp/CutMix) or
-[b, K] multi-hot (multi-label), and for evaluation `mask` [b] (0 for padding). Windowed
-evaluation inputs carry a window axis, [b, W, ...].
+a dict of modality arrays), the task's targets (e.g. `labels`), and for evaluation `mask` [b]
+(0 for padding). What the model's outputs mean (loss, metrics, evaluation) is the task's
+(perceiver_jax/tasks/); the steps know no task by name.
 
 Everything the steps need comes in as arguments: they read no flags or globals.
 """
@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from perceiver_jax import losses
 from perceiver_jax import optimizer as optimizer_lib
+from perceiver_jax import tasks
 
 AXIS = "batch"
 
@@ -58,41 +58,34 @@ def make_train_step(
   forward: hk.TransformedWithState,
   tx: optax.GradientTransformation,
   schedule: optax.Schedule,
+  task: tasks.Task,
   *,
-  label_smoothing: float = 0.0,
-  multi_label: bool = False,
   axis_name: str = AXIS,
 ):
   """Returns `train_step(state, batch) -> (state, metrics)` to run under `pmap`.
 
-  Gradients, BatchNorm statistics and metrics are averaged over `axis_name`; each
-  device draws its own dropout key from (base key, step, device index).
+  The task gives the loss and its metrics; gradients, BatchNorm statistics and metrics are
+  averaged over `axis_name`; each device draws its own dropout key from (base key, step, device
+  index). Metrics: `loss`, the task's, `grad_norm`, `param_norm`, `learning_rate`.
   """
 
-  def loss_fn(params, model_state, inputs, labels, rng):
-    logits, model_state = forward.apply(params, model_state, rng, inputs, is_training=True)
-    if multi_label:
-      loss = losses.sigmoid_cross_entropy(logits, labels)
-    else:
-      loss = losses.softmax_cross_entropy(logits, labels, label_smoothing=label_smoothing)
-    return loss, (logits, model_state)
+  def loss_fn(params, model_state, batch, rng):
+    outputs, model_state = forward.apply(
+      params, model_state, rng, batch["inputs"], is_training=True, **task.model_kwargs(batch)
+    )
+    loss, task_metrics = task.loss(outputs, batch)
+    return loss, (task_metrics, model_state)
 
   def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     device = jax.lax.axis_index(axis_name)
     rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), device)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (logits, model_state)), grads = grad_fn(
-      state.params, state.state, batch["inputs"], batch["labels"], rng
-    )
+    (loss, (task_metrics, model_state)), grads = grad_fn(state.params, state.state, batch, rng)
     grads = jax.lax.pmean(grads, axis_name)
     model_state = jax.lax.pmean(model_state, axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss}
-    if not multi_label:
-      labels = batch["labels"]
-      metrics["top1"] = jnp.mean(losses.topk_correct(logits, labels, 1))
-    metrics = jax.lax.pmean(metrics, axis_name)
+    metrics = jax.lax.pmean({"loss": loss, **task_metrics}, axis_name)
     metrics["grad_norm"] = optimizer_lib.global_norm(grads)
     metrics["param_norm"] = optimizer_lib.global_norm(params)
     metrics["learning_rate"] = schedule(state.step)
@@ -102,42 +95,17 @@ def make_train_step(
   return train_step
 
 
-def _fold_windows(inputs, num_windows: int):
-  """[b, W, ...] leaves -> [b * W, ...]."""
-  return jax.tree.map(lambda x: x.reshape(x.shape[0] * num_windows, *x.shape[2:]), inputs)
+def make_eval_step(forward: hk.TransformedWithState, task: tasks.Task, *, axis_name: str = AXIS):
+  """Returns `eval_step(params, state, batch)` to run under `pmap`: the task's evaluation
+  outputs of one batch (e.g. psum'd metric sums, or per-example scores)."""
 
+  def eval_step(params: hk.Params, model_state: hk.State, batch: dict):
+    def apply_fn(inputs, **model_kwargs):
+      outputs, _ = forward.apply(
+        params, model_state, None, inputs, is_training=False, **model_kwargs
+      )
+      return outputs
 
-def make_eval_step(
-  forward: hk.TransformedWithState,
-  *,
-  multi_label: bool = False,
-  num_windows: int = 0,
-  axis_name: str = AXIS,
-):
-  """Returns `eval_step(params, state, batch)` to run under `pmap`.
-
-  Single-label: metric sums (not means) over the real examples of all devices, so that a
-  whole split is counted exactly once by adding batches and dividing at the end.
-  Multi-label: per-example sigmoid scores [b, K] (mAP needs the whole split's ranking).
-  With `num_windows = W > 0` the inputs are [b, W, ...]; the windows of an example are
-  scored separately and their probabilities averaged (softmax or sigmoid).
-  """
-
-  def eval_step(params: hk.Params, model_state: hk.State, batch: dict) -> dict:
-    inputs = batch["inputs"]
-    if num_windows:
-      inputs = _fold_windows(inputs, num_windows)
-    logits, _ = forward.apply(params, model_state, None, inputs, is_training=False)
-    logits = logits.astype(jnp.float32)
-    if multi_label:
-      scores = jax.nn.sigmoid(logits)
-      if num_windows:
-        scores = jnp.mean(scores.reshape(-1, num_windows, scores.shape[-1]), axis=1)
-      return {"scores": scores}
-    if num_windows:
-      probs = jax.nn.softmax(logits).reshape(-1, num_windows, logits.shape[-1])
-      logits = jnp.log(jnp.maximum(jnp.mean(probs, axis=1), 1e-30))
-    sums = losses.classification_metric_sums(logits, batch["labels"], batch["mask"])
-    return jax.lax.psum(sums, axis_name)
+    return task.eval_step(apply_fn, batch, axis_name)
 
   return eval_step

@@ -16,194 +16,42 @@ unless `--rerun`, so an interrupted sweep resumes (and an interrupted point resu
 newest checkpoint). Then `DIR/results.md` and `DIR/results.csv` hold one row per point.
 """
 
-from __future__ import annotations
-
-import csv
-import io
-import itertools
-import os
-import re
-import shlex
-import subprocess
+import pathlib
 import sys
-from collections.abc import Callable
 
 from absl import app
 from absl import flags
 
-from perceiver_jax import metrics
+# The working tree's package, not an install.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-COLUMNS = ("eval/top1", "eval/top5", "eval/loss", "train/loss", "train/steps_per_sec")
-_SWEEP_RE = re.compile(r"(config(?:\.[A-Za-z_]\w*)+)=(.+)")
+from perceiver_jax.tools import sweep  # noqa: E402
 
-
-def _split_values(text: str) -> list[str]:
-  """Splits on commas outside brackets, so tuple values such as `(32,32)` stay whole."""
-  values, depth, start = [], 0, 0
-  for i, char in enumerate(text):
-    depth += (char in "([{") - (char in ")]}")
-    if char == "," and depth == 0:
-      values.append(text[start:i])
-      start = i + 1
-  values.append(text[start:])
-  return [v.strip() for v in values]
-
-
-def parse_sweep(spec: str) -> tuple[str, list[str]]:
-  """`config.a.b=v1,v2` -> (`config.a.b`, [`v1`, `v2`]); ValueError on bad syntax.
-
-  Values stay strings: the trainer's `--config.a.b=v` flag parses them to the field's type.
-  """
-  match = _SWEEP_RE.fullmatch(spec.strip())
-  if not match:
-    raise ValueError(f"bad --sweep={spec!r}: expected config.a.b=v1,v2,...")
-  key, values = match.group(1), _split_values(match.group(2))
-  if "" in values:
-    raise ValueError(f"bad --sweep={spec!r}: empty value")
-  if len(set(values)) != len(values):
-    raise ValueError(f"bad --sweep={spec!r}: repeated value")
-  return key, values
-
-
-def grid(sweeps: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
-  """The Cartesian product of the sweeps as `{key: value}` points, the first sweep slowest."""
-  keys = [key for key, _ in sweeps]
-  if len(set(keys)) != len(keys):
-    raise ValueError(f"a key is swept twice: {keys}")
-  return [
-    dict(zip(keys, values, strict=True)) for values in itertools.product(*(v for _, v in sweeps))
-  ]
-
-
-def point_dirname(index: int, point: dict[str, str]) -> str:
-  """`003_learning_rate=0.002_num_latents=64`: the index keeps it unique, the rest is for people."""
-  slug = "_".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in point.items())
-  slug = re.sub(r"[^A-Za-z0-9._=+-]+", "-", slug.replace(" ", ""))[:100]
-  return f"{index:03d}_{slug}" if slug else f"{index:03d}"
-
-
-def point_command(
-  config: str, point_dir: str, point: dict[str, str], extras: list[str]
-) -> list[str]:
-  """The trainer's command line for one point."""
-  return [
-    sys.executable,
-    "-m",
-    "perceiver_jax.main",
-    f"--config={config}",
-    f"--workdir={point_dir}",
-    *[f"--{key}={value}" for key, value in point.items()],
-    *extras,
-  ]
-
-
-def is_finished(point_dir: str) -> bool:
-  """Whether the run finished: the trainer writes `final.json` after its last step."""
-  return metrics.read_final(point_dir) is not None
-
-
-def run_sweep(
-  config: str,
-  workdir: str,
-  points: list[dict[str, str]],
-  extras: list[str],
-  *,
-  rerun: bool = False,
-  runner: Callable[[list[str]], int] = subprocess.call,
-) -> list[str]:
-  """Runs the points one after another; returns each point's status (`ok`, `failed`, ...)."""
-  statuses = []
-  for index, point in enumerate(points):
-    point_dir = os.path.join(workdir, point_dirname(index, point))
-    if not rerun and is_finished(point_dir):
-      print(f"[sweep] {index + 1}/{len(points)} {point_dir}: finished before, skipped", flush=True)
-      statuses.append("ok (earlier run)")
-      continue
-    print(f"[sweep] {index + 1}/{len(points)} {point_dir}", flush=True)
-    returncode = runner(point_command(config, point_dir, point, extras))
-    statuses.append("ok" if returncode == 0 else f"failed (exit {returncode})")
-  return statuses
-
-
-def results_table(workdir: str, points: list[dict[str, str]], statuses: list[str]) -> list[list]:
-  """Header row, then per point: its swept values, its final `COLUMNS`, its status.
-
-  A metric is None where the run never wrote it or its last value was non-finite.
-  """
-  keys = list(points[0]) if points else []
-  rows = [[key.removeprefix("config.") for key in keys] + list(COLUMNS) + ["status"]]
-  for index, (point, status) in enumerate(zip(points, statuses, strict=True)):
-    path = os.path.join(workdir, point_dirname(index, point), metrics.METRICS_FILE)
-    final = metrics.final_metrics(path) if os.path.exists(path) else {}
-    rows.append([point[key] for key in keys] + [final.get(c) for c in COLUMNS] + [status])
-  return rows
-
-
-def _cell(value) -> str:
-  if value is None:
-    return ""
-  return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def to_markdown(rows: list[list]) -> str:
-  """A markdown table of `results_table` rows, numbers to 4 significant digits."""
-  lines = ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-  lines.insert(1, "|" + "---|" * len(rows[0]))
-  return "\n".join(lines) + "\n"
-
-
-def to_csv(rows: list[list]) -> str:
-  """The same rows as CSV."""
-  out = io.StringIO()
-  # Full precision here: the CSV is for scripts, the markdown table for people.
-  csv.writer(out, lineterminator="\n").writerows(
-    [["" if v is None else v for v in r] for r in rows]
-  )
-  return out.getvalue()
-
-
-def _define_flags() -> None:
-  # Defined only when run as a script: tests import this module's functions into processes
-  # where the trainer's `perceiver_jax.main` may already own --config and --workdir.
-  flags.DEFINE_string("config", None, "Config file and argument, as for the trainer.")
-  flags.DEFINE_string("workdir", None, "Directory that holds one workdir per point.")
-  flags.DEFINE_multi_string("sweep", [], "`config.a.b=v1,v2,...`; repeat for a grid.")
-  flags.DEFINE_multi_string("extra", [], "A flag passed to every run, e.g. --config.x=y.")
-  flags.DEFINE_bool("print_only", False, "Print the commands and exit.")
-  flags.DEFINE_bool("rerun", False, "Also run points that have already finished.")
+_CONFIG = flags.DEFINE_string("config", None, "Config file and argument, as for the trainer.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory that holds one workdir per point.")
+_SWEEP = flags.DEFINE_multi_string("sweep", [], "`config.a.b=v1,v2,...`; repeat for a grid.")
+_EXTRA = flags.DEFINE_multi_string("extra", [], "A flag passed to every run, e.g. --config.x=y.")
+_PRINT_ONLY = flags.DEFINE_bool("print_only", False, "Print the commands and exit.")
+_RERUN = flags.DEFINE_bool("rerun", False, "Also run points that have already finished.")
 
 
 def main(argv):
-  args = flags.FLAGS
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments {argv[1:]}")
-  if not args.config or not args.workdir:
+  if not _CONFIG.value or not _WORKDIR.value:
     sys.exit("error: --config and --workdir are required")
-  config_file = args.config.split(":", 1)[0]
-  if not os.path.isfile(config_file):
-    sys.exit(f"error: --config file {config_file!r} does not exist")
   try:
-    points = grid([parse_sweep(spec) for spec in args.sweep])
+    sweep.run(
+      _CONFIG.value,
+      _WORKDIR.value,
+      _SWEEP.value,
+      _EXTRA.value,
+      print_only=_PRINT_ONLY.value,
+      rerun=_RERUN.value,
+    )
   except ValueError as e:
     sys.exit(f"error: {e}")
 
-  workdir = args.workdir
-  if args.print_only:
-    for index, point in enumerate(points):
-      point_dir = os.path.join(workdir, point_dirname(index, point))
-      print(shlex.join(point_command(args.config, point_dir, point, args.extra)))
-    return
-
-  os.makedirs(workdir, exist_ok=True)
-  statuses = run_sweep(args.config, workdir, points, args.extra, rerun=args.rerun)
-  rows = results_table(workdir, points, statuses)
-  metrics.atomic_write_text(os.path.join(workdir, "results.md"), to_markdown(rows))
-  metrics.atomic_write_text(os.path.join(workdir, "results.csv"), to_csv(rows))
-  print(to_markdown(rows), end="")
-  failed = sum(not s.startswith("ok") for s in statuses)
-  print(f"[sweep] {len(points) - failed}/{len(points)} points ok; tables in {workdir}")
-
 
 if __name__ == "__main__":
-  _define_flags()
   app.run(main)

@@ -1,4 +1,5 @@
-"""Tests for perceiver_jax/models/audio_video.py: AudioSet input processors and their fusion."""
+"""Tests for perceiver_jax/models/audio_video.py (AudioSet input processors and their fusion),
+built through the adapter perceiver_jax/modalities/audio_video.py."""
 
 import re
 
@@ -11,7 +12,8 @@ import pytest
 
 from configs import audioset as audioset_config
 from perceiver_jax import model
-from perceiver_jax.models import audio_video
+from perceiver_jax.modalities import audio_video
+from perceiver_jax.models import audio_video as av_models
 from perceiver_jax.models import position_encoding
 
 # Full-size variants: (input count per modality, input width C, parameters).
@@ -26,8 +28,8 @@ VARIANTS = {
 
 def _tiny(modalities=("audio", "video"), prep="raw") -> ml_collections.ConfigDict:
   """A model section with small inputs: 8 audio patches or 16 x 8 mel values, 2x2x2 video."""
-  cfg = ml_collections.ConfigDict({"modality": "audio_video"})
-  cfg.audio_video = audio_video.default_config()
+  cfg = audio_video.default_config()
+  cfg.modality = "audio_video"
   av = cfg.audio_video
   av.modalities = modalities
   av.audio.update(prep=prep, num_samples=1024, samples_per_patch=128, num_bands=4)
@@ -37,6 +39,9 @@ def _tiny(modalities=("audio", "video"), prep="raw") -> ml_collections.ConfigDic
 
 
 def _apply(cfg, inputs, *, is_training, seed=0):
+  if not isinstance(inputs, dict):  # one modality's array
+    (modality,) = cfg.audio_video.modalities
+    inputs = {modality: inputs}
   fn = hk.transform(lambda x: audio_video.build_preprocessor(cfg)(x, is_training=is_training))
   params = fn.init(jax.random.PRNGKey(0), inputs)
   return params, fn.apply(params, jax.random.PRNGKey(seed), inputs)
@@ -110,9 +115,17 @@ def test_log_mel_peaks_at_the_tone_and_counts_inputs():
   acfg = cfg.audio_video.audio
   tone = 6000.0
   audio = jnp.sin(2 * jnp.pi * tone * jnp.arange(1024) / 48_000)[None]
-  spec = audio_video.log_mel_spectrogram(audio, acfg)
+  spec = av_models.log_mel_spectrogram(
+    audio,
+    sample_rate=acfg.sample_rate,
+    hop_length=acfg.hop_length,
+    fft_length=acfg.fft_length,
+    num_mel_bins=acfg.num_mel_bins,
+    mel_min_hz=acfg.mel_min_hz,
+    mel_max_hz=acfg.mel_max_hz,
+  )
   assert spec.shape == (1, 16, 8)
-  filters = audio_video.mel_filterbank(8, 128, 48_000, acfg.mel_min_hz, acfg.mel_max_hz)
+  filters = av_models.mel_filterbank(8, 128, 48_000, acfg.mel_min_hz, acfg.mel_max_hz)
   tone_bin = int(np.argmax(filters[round(tone / (48_000 / 128))]))
   assert np.all(np.argmax(spec[0, 1:-1], axis=-1) == tone_bin)
   np.testing.assert_allclose([spec.mean(), spec.std()], [0.0, 1.0], atol=1e-4)

@@ -1,4 +1,4 @@
-"""Tests for scripts/prepare_audioset.py and perceiver_jax/data/audioset.py on tiny clips.
+"""Tests for perceiver_jax/data/prepare/audioset.py and data/audioset.py on tiny clips.
 
 The clips encode time: frame k of a 25 fps clip has brightness 20 k (500 per second, also
 for the 50 fps clip), and the audio is the ramp 1.8 t (t in seconds), so a window's first
@@ -6,11 +6,8 @@ frame and its audio tell where in the clip it starts.
 """
 
 import fractions
-import importlib.util
 import json
 import os
-import pathlib
-import sys
 
 import av
 import main_runner
@@ -20,9 +17,10 @@ import soundfile
 
 from configs import audioset as audioset_config
 from perceiver_jax.data import audioset
+from perceiver_jax.data import datasets
 from perceiver_jax.data import image_ops
+from perceiver_jax.data.prepare import audioset as prepare_audioset
 
-SCRIPT = pathlib.Path(__file__).parent.parent / "scripts" / "prepare_audioset.py"
 SECONDS = 0.48  # 12 frames at 25 fps
 SLOPE = 1.8  # audio ramp per second
 HEADER = (
@@ -30,17 +28,6 @@ HEADER = (
   "# num_ytids=5, num_segs=5, num_unique_labels=4, num_positive_labels=6\n"
   "# YTID, start_seconds, end_seconds, positive_labels\n"
 )
-
-
-def _load_script():
-  spec = importlib.util.spec_from_file_location("prepare_audioset", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up
-  spec.loader.exec_module(module)
-  return module
-
-
-prepare_audioset = _load_script()
 
 
 def _ramp(rate: int) -> np.ndarray:
@@ -97,7 +84,7 @@ def prepared(tmp_path_factory):
   (root / "eval_segments.csv").write_text(
     HEADER + 'fffffffffff, 20.000, 30.000, "/m/c7,/m/c526"\nbbbbbbbbbbb, 0.000, 0.480, "/m/c1"\n'
   )
-  indices = audioset.read_class_indices(str(root / "class_labels_indices.csv"))
+  indices = prepare_audioset.read_class_indices(str(root / "class_labels_indices.csv"))
   index = prepare_audioset.index_clips(str(clips))
   options = prepare_audioset.Options(frame_size=20)
   summaries = {
@@ -109,15 +96,22 @@ def prepared(tmp_path_factory):
   return root, out, summaries
 
 
-def _config(out, modalities=("audio", "video"), **overrides):
+def _config(out, **overrides):
   config = audioset_config.get_config("variant=audio_video,runlocal")
-  av_cfg = config.model.audio_video
-  av_cfg.modalities = modalities
-  av_cfg.video.update(num_frames=4, image_size=16)
-  av_cfg.audio.num_samples = 4 * 1920
   config.data.update(data_dir=str(out), train_splits=("balanced_train",), num_threads=2)
   config.update({"batch_size": 2, "eval_batch_size": 2, **overrides})
   return config
+
+
+# The model's facts: windows of 4 frames of 16 x 16 and 4 x 1920 samples, 16 eval windows.
+SHAPES = {"audio": (4 * 1920,), "video": (4, 16, 16, 3)}
+
+
+def _make(config, modalities=("audio", "video"), process_index=0, process_count=1, **facts):
+  facts = datasets.ModelFacts(
+    {m: SHAPES[m] for m in modalities}, audioset.NUM_CLASSES, **{"eval_windows": 16, **facts}
+  )
+  return audioset.make_data(config, facts, process_index=process_index, process_count=process_count)
 
 
 def _start_frames(batch):
@@ -165,22 +159,22 @@ def test_records_hold_resampled_audio_and_25fps_frames(prepared):
 
 def test_bad_csv_line_names_file_and_line(tmp_path, prepared):
   root, _, _ = prepared
-  indices = audioset.read_class_indices(str(root / "class_labels_indices.csv"))
+  indices = prepare_audioset.read_class_indices(str(root / "class_labels_indices.csv"))
   bad = tmp_path / "bad_segments.csv"
   bad.write_text(HEADER + 'aaaaaaaaaaa, 0.000, 10.000, "/m/c0"\nbbbbbbbbbbb, 0.000, "/m/c1"\n')
   with pytest.raises(ValueError, match=f"^{bad}:5: expected 4 fields"):
-    audioset.read_segments(str(bad), indices)
+    prepare_audioset.read_segments(str(bad), indices)
   bad.write_text(HEADER + 'aaaaaaaaaaa, 0.000, ten, "/m/c0"\n')
   with pytest.raises(ValueError, match=f"^{bad}:4: start/end"):
-    audioset.read_segments(str(bad), indices)
+    prepare_audioset.read_segments(str(bad), indices)
   bad.write_text(HEADER + 'aaaaaaaaaaa, 0.000, 10.000, "/m/c0,/m/nope"\n')
   with pytest.raises(ValueError, match=r"4: unknown label mid\(s\) \['/m/nope'\]"):
-    audioset.read_segments(str(bad), indices)
+    prepare_audioset.read_segments(str(bad), indices)
 
 
 def test_training_windows_shapes_alignment_and_labels(prepared):
   _, out, _ = prepared
-  data = audioset.make_data(_config(out), process_index=0, process_count=1)
+  data = _make(_config(out))
   assert data.num_train_examples == 3
   assert data.example["inputs"]["video"].shape == (1, 4, 16, 16, 3)
   batches = data.train_batches(0, (1, 2))
@@ -201,15 +195,14 @@ def test_training_windows_shapes_alignment_and_labels(prepared):
 def test_training_batches_are_a_function_of_the_step(prepared):
   _, out, _ = prepared
   config = _config(out)
-  data = audioset.make_data(config, process_index=0, process_count=1)
+  data = _make(config)
   run = data.train_batches(0, (2,))
   full = [next(run) for _ in range(4)]
   resumed = data.train_batches(2, (2,))
   for expected in full[2:]:
     _assert_batches_equal(next(resumed), expected)
   halves = [
-    next(audioset.make_data(config, process_index=p, process_count=2).train_batches(3, (1,)))
-    for p in (0, 1)
+    next(_make(config, process_index=p, process_count=2).train_batches(3, (1,))) for p in (0, 1)
   ]
   for p, half in enumerate(halves):
     _assert_batches_equal(half, _slice(full[3], p))
@@ -217,7 +210,7 @@ def test_training_batches_are_a_function_of_the_step(prepared):
 
 def test_eval_windows_cover_the_clip(prepared):
   _, out, _ = prepared
-  data = audioset.make_data(_config(out), process_index=0, process_count=1)
+  data = _make(_config(out))
   (batch,) = list(data.eval_batches((1, 2)))
   assert batch["inputs"]["video"].shape == (1, 2, 16, 4, 16, 16, 3)
   assert batch["inputs"]["audio"].shape == (1, 2, 16, 7680)
@@ -232,16 +225,44 @@ def test_eval_windows_cover_the_clip(prepared):
 
 def test_eval_padding_and_audio_only(prepared):
   _, out, _ = prepared
-  config = _config(out, modalities=("audio",), eval_batch_size=4)
+  config = _config(out, eval_batch_size=4)
   shards = [
-    list(audioset.make_data(config, process_index=p, process_count=2).eval_batches((2,)))
+    list(_make(config, ("audio",), process_index=p, process_count=2).eval_batches((2,)))
     for p in (0, 1)
   ]
   assert [len(s) for s in shards] == [1, 1]
   masks = [s[0]["mask"].tolist() for s in shards]
   assert masks == [[1.0, 0.0], [1.0, 0.0]]  # 2 clips over 2 processes, padded to 2 rows each
-  assert shards[0][0]["inputs"].shape == (2, 16, 7680)
-  assert not shards[0][0]["inputs"][1].any() and not shards[0][0]["labels"][1].any()
+  inputs = shards[0][0]["inputs"]
+  assert list(inputs) == ["audio"] and inputs["audio"].shape == (2, 16, 7680)
+  assert not inputs["audio"][1].any() and not shards[0][0]["labels"][1].any()
+
+
+def test_audio_only_training_batches_are_dicts(prepared):
+  _, out, _ = prepared
+  data = _make(_config(out), ("audio",))
+  assert list(data.example["inputs"]) == ["audio"]
+  assert data.example["inputs"]["audio"].shape == (1, 7680)
+  batch = next(data.train_batches(0, (2,)))
+  assert list(batch["inputs"]) == ["audio"] and batch["inputs"]["audio"].shape == (2, 7680)
+
+
+def test_model_facts_that_audioset_cannot_give_are_named(prepared):
+  _, out, _ = prepared
+  config = _config(out)
+  with pytest.raises(ValueError, match=r"eval_windows=0: AudioSet evaluates at least 1 window"):
+    _make(config, eval_windows=0)
+  with pytest.raises(ValueError, match=r"audio input of 7000 samples: a window of 4 frames"):
+    audioset.make_data(
+      config,
+      datasets.ModelFacts({"audio": (7000,), "video": SHAPES["video"]}, 527, 16),
+      process_index=0,
+      process_count=1,
+    )
+  with pytest.raises(ValueError, match=r"AudioSet gives inputs keyed by modality"):
+    audioset.make_data(
+      config, datasets.ModelFacts((7680,), 527, 16), process_index=0, process_count=1
+    )
 
 
 def _slice(batch, p):

@@ -1,9 +1,9 @@
-"""Tests for perceiver_jax/average_precision.py against hand-computed values."""
+"""Tests for perceiver_jax/tasks/average_precision.py against hand-computed values."""
 
 import numpy as np
 import pytest
 
-from perceiver_jax import average_precision as ap
+from perceiver_jax.tasks import average_precision as ap
 
 
 def test_hand_computed_ranking():

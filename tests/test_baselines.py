@@ -9,6 +9,7 @@ import pytest
 from perceiver_jax import losses
 from perceiver_jax import model
 from perceiver_jax import registry
+from perceiver_jax.modalities import image
 from perceiver_jax.models import baselines
 
 FMNIST = [
@@ -49,9 +50,9 @@ def test_variant_builds_and_classifies(name):
 
 
 def test_input_grids():
-  assert model.input_grid(registry.get_model_config("fmnist_convnet_ff")) == (28, 28)
-  assert model.input_grid(registry.get_model_config("fmnist_transformer_ff")) == (14, 14)
-  assert model.input_grid(registry.get_model_config("io_conv")) == (56, 56)
+  assert image.input_grid(registry.get_model_config("fmnist_convnet_ff")) == (28, 28)
+  assert image.input_grid(registry.get_model_config("fmnist_transformer_ff")) == (14, 14)
+  assert image.input_grid(registry.get_model_config("io_conv")) == (56, 56)
 
 
 def _permuted(cfg):

@@ -1,6 +1,7 @@
-"""The benchmark suite: workload shapes, analytic FLOPs against XLA's, measurements, reports."""
+"""The benchmark measurements, and `scripts/benchmark.py` end to end."""
 
 import json
+import math
 import os
 import pathlib
 import subprocess
@@ -12,102 +13,14 @@ import pytest
 
 from perceiver_jax import model
 from perceiver_jax import registry
+from perceiver_jax.tools import benchmark_workloads as workloads
 from perceiver_jax.tools import benchmarking
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
-def _linear(n_in, n_out):
-  return n_in * n_out + n_out
-
-
-def _block(q, kv, qk, v, widening):
-  """Parameters of a cross- or self-attention block (LayerNorms, Q/K/V/O, MLP)."""
-  norms = 2 * q + (2 * kv if kv is not None else 0) + 2 * q
-  kv = q if kv is None else kv
-  attention = _linear(q, qk) + _linear(kv, qk) + _linear(kv, v) + _linear(v, q)
-  return norms + attention + _linear(q, widening * q) + _linear(widening * q, q)
-
-
-def test_io_small_is_the_specified_model():
-  cfg = benchmarking.io_small()
-  assert model.input_channels(cfg) == 261  # 3 + 2 x (2 x 64) sines/cosines + 2 positions
-  assert benchmarking._num_inputs(cfg) == 4096
-  expected = (
-    256 * 512  # latents
-    + _block(512, 261, 261, 261, 1)  # one cross-attend, qk = v = 261
-    + 4 * _block(512, None, 512, 512, 1)  # 4 self-attends shared by the 2 blocks
-    + 512  # the classification query
-    + _block(512, 512, 512, 512, 1)
-    + _linear(512, 10)
-  )
-  assert model.count_params(model.param_shapes(cfg)[0]) == expected
-
-
-def test_perceiver_small_shares_cross_attends_as_the_paper():
-  cfg = benchmarking.perceiver_small()
-  params = model.param_shapes(cfg)[0]
-  cross = {
-    k.split("/~/")[1].split("/")[0] for k in params if k.startswith("perceiver_encoder/~/cross_att")
-  }
-  assert cross == {"cross_attention", "cross_attention_1"}  # 2 weight sets for 4 cross-attends
-  expected = (
-    128 * 256
-    + 2 * _block(256, 261, 261, 261, 1)  # the first cross-attend, and the other 3
-    + 2 * _block(256, None, 256, 256, 1)
-    + _linear(256, 10)
-  )
-  assert model.count_params(params) == expected
-
-
-def test_workload_cases():
-  long = benchmarking.cases("imagenet-long", chunk_size=2048)
-  assert [c.model.attention_chunk_size for c in long] == [0, 2048]
-  assert benchmarking._num_inputs(long[0].model) == 224 * 224
-  scaling = benchmarking.cases("scaling")
-  inputs = [benchmarking._num_inputs(c.model) for c in scaling if "perceiver" in c.label]
-  assert inputs == list(benchmarking.SCALING_INPUTS)
-  for case in scaling:  # the same 261 input channels at every size
-    assert model.input_channels(case.model) == 261
-  with pytest.raises(ValueError, match="unknown workload 'huge'"):
-    benchmarking.cases("huge")
-
-
-def _xla_forward_flops(cfg):
-  forward = model.build_model(cfg)
-  params, state = model.param_shapes(cfg)
-  compiled = (
-    jax.jit(lambda p, s, x: forward.apply(p, s, None, x, is_training=False)[0])
-    .lower(params, state, model.dummy_inputs(cfg, 1))
-    .compile()
-  )
-  return benchmarking._xla_flops(compiled)
-
-
-@pytest.mark.parametrize(
-  "name", ["io-small", "perceiver-small", "transformer", "io_conv", "modelnet40"]
-)
-def test_analytic_flops_agree_with_xla(name):
-  """Matrix multiplies are almost all of a Perceiver's work: XLA's count (which adds the
-  elementwise operations) is at most a few percent above the analytic one."""
-  cfg = {
-    "io-small": benchmarking.io_small,
-    "perceiver-small": benchmarking.perceiver_small,
-    "transformer": lambda: benchmarking.scaling_transformer(32),
-    "io_conv": lambda: registry.get_model_config("io_conv"),
-    "modelnet40": lambda: registry.get_model_config("modelnet40"),
-  }[name]()
-  analytic, xla = benchmarking.forward_flops(cfg), _xla_forward_flops(cfg)
-  assert 0.97 * xla <= analytic <= xla
-  assert benchmarking.train_flops(cfg) == 3 * analytic
-
-
-def test_no_analytic_flops_for_convnets():
-  assert benchmarking.forward_flops(registry.get_model_config("fmnist_convnet_ff")) is None
-
-
 def test_measure_times_a_training_step():
-  case = benchmarking.Case("test", "testing", registry.get_model_config("testing"), 2)
+  case = workloads.Case("test", "testing", registry.get_model_config("testing"), 2)
   result = benchmarking.measure(case, dtype="float32", steps=2, warmup=1)
   assert result["finite"] and result["num_params"] == model.count_params(
     model.param_shapes(case.model)[0]
@@ -145,13 +58,17 @@ def test_median_run_keeps_the_median_measurement():
     benchmarking.median_run([])
 
 
-def test_update_results_replaces_only_its_section(tmp_path):
-  path = str(tmp_path / "results.md")
-  benchmarking.update_results(path, {"a": "## a\n\nfirst a\n", "b": "## b\n\nfirst b\n"})
-  benchmarking.update_results(path, {"a": "## a\n\nsecond a\n", "c": "## c\n\nc\n"})
-  text = pathlib.Path(path).read_text()
-  assert "first a" not in text and "second a" in text and "first b" in text
-  assert text.index("## a") < text.index("## b") < text.index("## c")
+def test_memory_mode_gives_the_same_loss_in_a_fresh_process():
+  """Plain and chunked + remat are the same computation: the same loss and gradient norm."""
+  plain = benchmarking.in_fresh_process(benchmarking.measure_memory, "testing", "plain", 2, 8, 1)
+  remat = benchmarking.measure_memory("testing", "chunked+remat", 2, 8, 1)
+  assert plain["finite"] and plain["chunk_size"] == 0 and remat["chunk_size"] == 8
+  assert remat["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+  assert remat["grad_norm"] == pytest.approx(plain["grad_norm"], rel=1e-4)
+  # Initialised logits are near zero: about ln(K) nats.
+  assert plain["loss"] == pytest.approx(
+    math.log(registry.get_model_config("testing").num_classes), rel=0.2
+  )
 
 
 def _benchmark(*args, tmp_path):

@@ -5,7 +5,10 @@ import importlib
 import os
 
 import jax
+import ml_collections
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from configs import common
 from perceiver_jax import model
@@ -55,6 +58,36 @@ def test_config_loads_validates_and_builds(name, arg):
   assert jax.tree.leaves(params)
 
 
+def _leaves(cfg: ml_collections.ConfigDict, prefix: str = ""):
+  for key, value in cfg.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _leaves(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize(
+  "name, arg", [(n, a) for n in EXPERIMENTS for a in ARGS.get(n, [None, "runlocal"])]
+)
+def test_every_model_field_can_be_overridden_from_the_command_line(name, arg):
+  """`--config.model.x.y=<its value>` for every leaf of config.model, parsed by
+  ml_collections' config_flags as main.py does, leaves the config unchanged and builds."""
+  path = os.path.join(CONFIG_DIR, f"{name}.py") + (f":{arg}" if arg else "")
+  expected = importlib.import_module(f"configs.{name}").get_config(arg)
+  overrides = [f"--config.model.{field}={value}" for field, value in _leaves(expected.model)]
+  overrides.append("--config.model.num_classes=7")  # the overrides are applied, in order
+  expected.model.num_classes = 7
+  argv = ["prog", f"--config={path}", *overrides]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  config = flag_values.config
+  assert config.model.to_dict() == expected.model.to_dict()
+  model.validate_model_config(config.model)
+  params, _ = model.param_shapes(config.model)
+  assert model.count_params(params) > 0
+
+
 def test_parse_arg_types_and_errors():
   arg = common.parse_arg("variant=io_conv,runlocal,steps=5", variant="x", runlocal=False, steps=1)
   assert (arg.variant, arg.runlocal, arg.steps) == ("io_conv", True, 5)
@@ -99,7 +132,7 @@ def test_imagenet_recipes():
   opt = io.optimizer
   assert (opt.name, opt.learning_rate, opt.scale_lr_by_batch) == ("lamb", 5e-4, True)
   assert (opt.schedule, opt.weight_decay, opt.clip_global_norm) == ("constant_cosine", 0.1, 10)
-  assert (io.num_epochs, io.batch_size, io.label_smoothing) == (110, 1024, 0.1)
+  assert (io.num_epochs, io.batch_size, io.task.label_smoothing) == (110, 1024, 0.1)
   assert (io.data.mixup_alpha, io.data.randaugment_magnitude) == (0.2, 5)
   assert io.model.input.prep_type == "conv"
   local = imagenet.get_config("variant=io_fourier,runlocal")
@@ -114,7 +147,8 @@ def test_audioset_recipe():
 
   config = audioset.get_config("variant=audio_video")
   model_cfg = config.model
-  assert config.multi_label and config.data.eval_windows == 16 and config.num_epochs == 100
+  assert config.task.name == "multi_label" and config.task.eval_windows == 16
+  assert config.num_epochs == 100
   assert (model_cfg.num_blocks, model_cfg.num_cross_attends) == (2, 2)
   assert model_cfg.num_self_attends_per_block == 8 and model_cfg.num_classes == 527
   assert not model_cfg.share_latent_block_weights and not model_cfg.share_cross_attend_weights

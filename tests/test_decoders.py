@@ -11,7 +11,14 @@ from perceiver_jax.models import position_encoding
 
 def test_projection_decoder_is_mean_then_linear():
   z = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
-  fn = hk.transform(lambda z: decoders.ProjectionDecoder(3)(z, is_training=False))
+
+  def decode(z):
+    decoder = decoders.ProjectionDecoder(3)
+    query = decoder.decoder_query(jnp.ones((2, 7, 4)))
+    assert query is None
+    return decoder(query, z, is_training=False)
+
+  fn = hk.transform(decode)
   params = fn.init(jax.random.PRNGKey(0), z)
   w = params["projection_decoder/~/logits"]["w"]
   np.testing.assert_array_equal(w, 0.0)  # zero-initialised head
@@ -89,3 +96,59 @@ def test_postprocessors():
   np.testing.assert_allclose(cls.apply(params, None, x), x[:, 0] @ lin["w"] + lin["b"], atol=1e-5)
   proj = hk.transform(lambda x: decoders.ProjectionPostprocessor(7)(x))
   assert proj.apply(proj.init(jax.random.PRNGKey(0), x), None, x).shape == (2, 4, 7)
+
+
+def test_subsampled_trainable_queries_are_the_full_queries_at_those_points():
+  inputs = jnp.ones((2, 7, 4))
+  points = jnp.array([5, 0, 3])
+
+  def queries(inputs):
+    dec = decoders.BasicDecoder(output_num_channels=3, output_index_dims=(2, 3), num_z_channels=8)
+    return dec.decoder_query(inputs), dec.decoder_query(inputs, subsampled_points=points)
+
+  fn = hk.transform(queries)
+  full, sub = fn.apply(fn.init(jax.random.PRNGKey(0), inputs), None, inputs)
+  assert full.shape == (2, 6, 8) and sub.shape == (2, 3, 8)
+  np.testing.assert_array_equal(sub, full[:, points])
+
+
+def test_concat_preprocessed_input_puts_the_inputs_before_the_queries():
+  inputs, z = jnp.ones((2, 4, 6)), jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
+  without_pos = jax.random.normal(jax.random.PRNGKey(2), (2, 4, 3))
+  fourier = dict(num_bands=2, max_resolution=(4,))
+  fn = _basic(
+    position_encoding_type="fourier",
+    output_index_dims=(4,),
+    fourier_kwargs=fourier,
+    concat_preprocessed_input=True,
+    query_kwargs={"inputs_without_pos": without_pos},
+  )
+  query, out = fn.apply(fn.init(jax.random.PRNGKey(0), inputs, z), None, inputs, z)
+  grid = position_encoding.fourier_position_encoding((4,), 2, **fourier)  # [2, 4, 1 + 4]
+  np.testing.assert_array_equal(query[..., :3], without_pos)
+  np.testing.assert_allclose(query[..., 3:], grid, atol=1e-6)
+  assert query.shape == (2, 4, 3 + 5) and out.shape == (2, 4, 3)
+
+
+def test_classification_decoder_takes_the_uniform_query_then_decode_calls():
+  inputs, z = jnp.ones((2, 7, 4)), jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
+
+  def decode(inputs, z):
+    dec = decoders.ClassificationDecoder(num_classes=3, num_z_channels=8)
+    query = dec.decoder_query(inputs, inputs_without_pos=inputs)
+    return query, dec(query, z, is_training=False, query_mask=jnp.ones((2, 1), bool))
+
+  fn = hk.transform(decode)
+  params = fn.init(jax.random.PRNGKey(0), inputs, z)
+  query, logits = fn.apply(params, None, inputs, z)
+  pos_embs = params["classification_decoder/~/basic_decoder/~/trainable_position_encoding"]
+  np.testing.assert_array_equal(query, jnp.broadcast_to(pos_embs["pos_embs"], (2, 1, 8)))
+  assert logits.shape == (2, 3)
+
+
+def test_projection_postprocessor_is_one_linear_per_point():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 6))
+  proj = hk.transform(lambda x: decoders.ProjectionPostprocessor(7)(x))
+  params = proj.init(jax.random.PRNGKey(0), x)
+  lin = params["projection_postprocessor/linear"]
+  np.testing.assert_allclose(proj.apply(params, None, x), x @ lin["w"] + lin["b"], atol=1e-5)

@@ -1,4 +1,4 @@
-"""Tests for the ImageNet pipeline: imagenet_build.py, imagenet.py, augment.py, randaugment.py.
+"""Tests for the ImageNet pipeline: prepare/imagenet.py, imagenet.py, augment.py, randaugment.py.
 
 A tiny ImageNet (3 classes, 25 training JPEGs of which one is truncated, 6 validation
 JPEGs) is written as the ImageNet tars and built with the TF-free builder into the TFDS
@@ -17,12 +17,15 @@ from absl import flags
 from PIL import Image
 
 from configs import imagenet as imagenet_config
+from perceiver_jax import model
 from perceiver_jax.data import augment
+from perceiver_jax.data import contract
+from perceiver_jax.data import datasets
 from perceiver_jax.data import image_ops
 from perceiver_jax.data import imagenet
-from perceiver_jax.data import imagenet_build
 from perceiver_jax.data import imagenet_classes
 from perceiver_jax.data import randaugment
+from perceiver_jax.data.prepare import imagenet as prepare_imagenet
 
 SYNSETS = imagenet_classes.imagenet_synsets()[:3]
 NUM_TRAIN, NUM_VAL = 25, 6
@@ -45,7 +48,7 @@ def _add(tar, name, data):
 def write_imagenet_tars(root, *, corrupt_val: bool = False) -> str:
   """ILSVRC2012_img_{train,val}.tar and a validation labels file under `root`."""
   rng = np.random.default_rng(0)
-  with tarfile.open(root / imagenet_build.TRAIN_TAR, "w") as outer:
+  with tarfile.open(root / prepare_imagenet.TRAIN_TAR, "w") as outer:
     for c, synset in enumerate(SYNSETS):
       inner_bytes = io.BytesIO()
       with tarfile.open(fileobj=inner_bytes, mode="w") as inner:
@@ -55,7 +58,7 @@ def write_imagenet_tars(root, *, corrupt_val: bool = False) -> str:
           _add(inner, CORRUPT_NAME, _jpeg(rng, 40, 40)[:-200])
       _add(outer, f"{synset}.tar", inner_bytes.getvalue())
   names = [f"ILSVRC2012_val_{i:08d}.JPEG" for i in range(1, NUM_VAL + 1)]
-  with tarfile.open(root / imagenet_build.VAL_TAR, "w") as tar:
+  with tarfile.open(root / prepare_imagenet.VAL_TAR, "w") as tar:
     for i, name in enumerate(names):
       data = _jpeg(rng, 50 + i, 41)
       _add(tar, name, data[:300] if corrupt_val and i == 2 else data)
@@ -69,7 +72,7 @@ def tfds_dir(tmp_path_factory):
   manual = tmp_path_factory.mktemp("manual")
   labels = write_imagenet_tars(manual)
   data_dir = tmp_path_factory.mktemp("tfds")
-  imagenet_build.build(str(manual), str(data_dir), labels)
+  prepare_imagenet.build(str(manual), str(data_dir), labels)
   return str(data_dir)
 
 
@@ -81,7 +84,8 @@ def make_config(data_dir, **data):
 
 
 def make(config, process_index=0, process_count=1):
-  return imagenet.make_data(config, process_index=process_index, process_count=process_count)
+  facts = datasets.ModelFacts(model.input_shapes(config.model), config.model.num_classes)
+  return imagenet.make_data(config, facts, process_index=process_index, process_count=process_count)
 
 
 def take(iterator, n):
@@ -103,6 +107,13 @@ def test_build_writes_the_tfds_layout(tfds_dir):
   assert all(labels[name] == SYNSETS.index(name.split("_")[0]) for name in labels)
 
 
+def test_prepare_names_missing_tars_and_backends(tmp_path):
+  with pytest.raises(ValueError, match=f"^{tmp_path} holds neither ILSVRC2012_img_train.tar"):
+    prepare_imagenet.prepare(str(tmp_path), str(tmp_path / "out"))
+  with pytest.raises(ValueError, match=r"backend='jax': expected one of \('auto', 'tensorflow'"):
+    prepare_imagenet.prepare(str(tmp_path), str(tmp_path / "out"), backend="jax")
+
+
 def test_png_and_cmyk_are_stored_as_rgb_jpeg():
   rng = np.random.default_rng(1)
   pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -110,10 +121,10 @@ def test_png_and_cmyk_are_stored_as_rgb_jpeg():
   Image.fromarray(pixels).save(png, "PNG")
   Image.fromarray(pixels).convert("CMYK").save(cmyk, "JPEG")
   for data in (png.getvalue(), cmyk.getvalue()):
-    with Image.open(io.BytesIO(imagenet_build._as_rgb_jpeg(data))) as image:
+    with Image.open(io.BytesIO(prepare_imagenet._as_rgb_jpeg(data))) as image:
       assert (image.format, image.mode) == ("JPEG", "RGB")
   jpeg = _jpeg(rng, 8, 8)
-  assert imagenet_build._as_rgb_jpeg(jpeg) is jpeg
+  assert prepare_imagenet._as_rgb_jpeg(jpeg) is jpeg
 
 
 def test_train_batches_shapes_dtypes_and_soft_labels(tfds_dir):
@@ -231,12 +242,13 @@ def test_mix_pair_label_mass_matches_pixel_shares():
 
 def test_half_of_each_batch_is_mixup_and_half_cutmix(tfds_dir):
   config = make_config(tfds_dir, randaugment_layers=0)
-  train = imagenet._Train(config, imagenet.Split(config.data, "train"), 0, 0, 8)
+  order = contract.TrainOrder(NUM_TRAIN, 8, config.seed)
+  train = imagenet._Train(config.data, imagenet.Split(config.data, "train"), order, 0, 10)
   examples = [train.example(i) for i in range(8)]
   batch = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-  plain = image_ops.normalize(batch["image"])
+  plain = image_ops.normalize(batch["inputs"])
   out = train.finish(batch)
-  onehot = np.eye(10, dtype=np.float32)[batch["label"]]
+  onehot = np.eye(10, dtype=np.float32)[batch["labels"]]
   for pair in range(4):
     own, other = slice(2 * pair, 2 * pair + 1), slice(2 * pair + 1, 2 * pair + 2)
     a, b, mixed, soft = plain[own][0], plain[other][0], out["inputs"][own][0], out["labels"][own][0]
@@ -245,7 +257,7 @@ def test_half_of_each_batch_is_mixup_and_half_cutmix(tfds_dir):
       assert (from_b | np.isclose(mixed, a, atol=1e-5).all(-1)).all()
       lam = 1.0 - from_b.mean()
     else:  # MixUp: a blend with the label weights
-      lam = float(soft @ onehot[own][0]) if batch["label"][own] != batch["label"][other] else None
+      lam = float(soft @ onehot[own][0]) if batch["labels"][own] != batch["labels"][other] else None
       if lam is None:
         continue
       np.testing.assert_allclose(mixed, lam * a + (1 - lam) * b, atol=1e-4)
@@ -311,7 +323,7 @@ def test_corrupt_training_jpeg_is_skipped_and_counted(tfds_dir, caplog):
 
 def test_corrupt_eval_jpeg_is_an_error_naming_the_record(tmp_path):
   labels = write_imagenet_tars(tmp_path, corrupt_val=True)
-  imagenet_build.build(str(tmp_path), str(tmp_path / "tfds"), labels)
+  prepare_imagenet.build(str(tmp_path), str(tmp_path / "tfds"), labels)
   data = make(make_config(str(tmp_path / "tfds")))
   with pytest.raises(ValueError, match=r"validation record \d+ \(ILSVRC2012_val_00000003.JPEG\)"):
     list(data.eval_batches((8,)))
@@ -323,8 +335,13 @@ def test_missing_data_and_bad_settings_are_one_line_errors(tfds_dir, tmp_path):
     make(make_config(str(missing)))
   with pytest.raises(ValueError, match=r"split 'test' is not in .*: it has \['train', 'valid"):
     make(make_config(tfds_dir, eval_split="test"))
-  with pytest.raises(ValueError, match=r"config.data.image_size=64: model input_shape"):
+  with pytest.raises(
+    ValueError, match=r"config.data.image_size=64: the model takes inputs of shape \(32, 32, 3\)"
+  ):
     make(make_config(tfds_dir, image_size=64))
+  windowed = datasets.ModelFacts((32, 32, 3), 10, eval_windows=2)
+  with pytest.raises(ValueError, match="eval_windows=2: ImageNet evaluates one view per image"):
+    imagenet.make_data(make_config(tfds_dir), windowed, process_index=0, process_count=1)
   config = make_config(tfds_dir)
   config.model.num_classes = 2
   with pytest.raises(

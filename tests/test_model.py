@@ -13,12 +13,12 @@ def test_input_channels_matches_the_built_model(name):
   cfg = registry.get_model_config(name)
   params, _ = model.param_shapes(cfg)
   channels = model.input_channels(cfg)
-  if model.architecture(cfg) == "convnet":
+  if cfg.architecture == "convnet":
     assert params["convnet/stem_conv"]["w"].shape[2] == channels
-  elif model.architecture(cfg) == "vit":
+  elif cfg.architecture == "vit":
     patch = cfg.baseline.patch_size
     assert params["vit/embed"]["w"].shape[0] == patch * patch * channels
-  elif model.architecture(cfg) == "transformer":
+  elif cfg.architecture == "transformer":
     assert params["transformer/embed"]["w"].shape[0] == channels
   else:
     kv_ln = params["perceiver_encoder/~/cross_attention/layer_norm_1"]["scale"]
@@ -48,7 +48,7 @@ def test_validate_names_field_and_value(field, value, message):
     model.validate_model_config(cfg)
 
 
-def test_compute_dtype_is_validated_and_defaults_to_float32():
+def test_compute_dtype_is_validated():
   cfg = registry.get_model_config("testing")
   cfg.compute_dtype = "float16"
   with pytest.raises(ValueError) as error:
@@ -56,9 +56,24 @@ def test_compute_dtype_is_validated_and_defaults_to_float32():
   assert str(error.value) == (
     "config.model.compute_dtype='float16': expected one of ('float32', 'bfloat16')"
   )
-  del cfg["compute_dtype"]  # a config saved before the field existed
-  model.validate_model_config(cfg)
-  assert model.compute_dtype(cfg) == "float32"
+
+
+def test_self_attend_channels_reach_every_self_attend():
+  """qk 16 / v 8 instead of the latent width 32 (the MLM model sets qk 256 of 1,280)."""
+  cfg = registry.get_model_config("testing")
+  plain = model.count_params(model.param_shapes(cfg)[0])
+  cfg.self_attend_qk_channels, cfg.self_attend_v_channels = 16, 8
+  params, _ = model.param_shapes(cfg)
+  attn = "perceiver_encoder/~/self_attention/attention"
+  assert params[f"{attn}/linear"]["w"].shape == (32, 16)  # query
+  assert params[f"{attn}/linear_1"]["w"].shape == (32, 16)  # key
+  assert params[f"{attn}/linear_2"]["w"].shape == (32, 8)  # value
+  assert params[f"{attn}/linear_3"]["w"].shape == (8, 32)  # output
+  # Each of the 2 self-attends: q and k lose 2 x (32 x 16 + 16), v and out lose 32 x 24 + 24.
+  assert plain - model.count_params(params) == 2 * (2 * (32 * 16 + 16) + 2 * 32 * 24 + 24)
+  cfg.self_attend_qk_channels = 18
+  with pytest.raises(ValueError, match=r"^config.model.self_attend_qk_channels=18: not divisible"):
+    model.validate_model_config(cfg)
 
 
 def test_validate_nested_fields():

@@ -1,8 +1,10 @@
 """Tests for perceiver_jax/data/modelnet40.py on tiny OFF meshes written here."""
 
+import ml_collections
 import numpy as np
 import pytest
 
+from perceiver_jax.data import contract
 from perceiver_jax.data import modelnet40 as mn
 
 CUBE = """OFF
@@ -128,10 +130,14 @@ def test_missing_split_and_root(tmp_path):
     mn.load_split(root, "val")
 
 
-def test_augment_scales_then_centres_into_the_unit_cube():
+def test_random_scale_then_normalize_centres_into_the_unit_cube():
   rng = np.random.default_rng(0)
   points = rng.normal(size=(3, 500, 3)) * 5 + 7
-  out = mn.augment(points, rng)
+  scaled = mn.random_scale(points, rng)
+  ratios = scaled / points  # one factor per point, the same for its three coordinates
+  np.testing.assert_allclose(ratios, ratios[..., :1] * np.ones(3), rtol=1e-12)
+  assert 0.99 <= ratios.min() < ratios.max() <= 1.01
+  out = mn.normalize(scaled)
   np.testing.assert_allclose(out.mean(axis=1), 0, atol=1e-5)
   np.testing.assert_allclose(np.abs(out).max(axis=(1, 2)), 1, atol=1e-6)
   # The per-point scaling is at most 1%: close to plain normalisation, but not equal.
@@ -195,3 +201,13 @@ def test_hdf5_bad_input(tmp_path):
   (root / "ply_data_train1.h5").unlink()
   with pytest.raises(ValueError, match="ply_data_train1.h5' listed in .* does not exist"):
     mn.load_hdf5_split(str(root), "train")
+
+
+def test_make_data_checks_the_model_facts_before_reading_files():
+  config = ml_collections.ConfigDict(
+    dict(seed=0, batch_size=4, eval_batch_size=4, data=dict(num_points=256, data_dir="/nowhere"))
+  )
+  with pytest.raises(
+    ValueError, match=r"config.data.num_points=256: the model takes inputs of shape \(2048, 3\)"
+  ):
+    mn.make_data(config, contract.ModelFacts((2048, 3), 40), process_index=0, process_count=1)

@@ -124,8 +124,10 @@ def test_paper_model_shapes():
 
 def test_validation_names_the_field():
   cfg = registry.get_model_config("modelnet40")
-  cfg.input.fourier.max_resolution = (2240, 2240)
-  with pytest.raises(ValueError, match=r"config.model.input.fourier.max_resolution=\(2240, 2240\)"):
+  cfg.points.fourier.max_resolution = (2240, 2240)
+  with pytest.raises(
+    ValueError, match=r"config.model.points.fourier.max_resolution=\(2240, 2240\)"
+  ):
     model.validate_model_config(cfg)
   cfg = registry.get_model_config("modelnet40")
   cfg.input_shape = (2048, 6)
@@ -137,7 +139,8 @@ def test_training_batches_are_augmented_and_eval_normalised(tmp_path):
   config = modelnet40_config.get_config("runlocal")
   config.data.data_dir = str(write_hdf5_release(tmp_path / "h5", num_points=256))
   config.batch_size = config.eval_batch_size = 4
-  data = datasets.load(config)
+  facts = datasets.ModelFacts(model.input_shapes(config.model), config.model.num_classes)
+  data = datasets.load(config, facts)
   assert data.num_train_examples == 12
   first = next(data.train_batches(0, (1, 4)))
   again = next(data.train_batches(0, (1, 4)))
@@ -154,8 +157,9 @@ def test_training_batches_are_augmented_and_eval_normalised(tmp_path):
 def test_wrong_number_of_points_is_named(tmp_path):
   config = modelnet40_config.get_config("runlocal")
   config.data.data_dir = str(write_hdf5_release(tmp_path / "h5", num_points=100))
+  facts = datasets.ModelFacts(model.input_shapes(config.model), config.model.num_classes)
   with pytest.raises(ValueError, match=r"config.data.num_points=256: the train data has only 100"):
-    datasets.load(config)
+    datasets.load(config, facts)
 
 
 def test_two_steps_through_main_hdf5(tmp_path):

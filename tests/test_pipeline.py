@@ -1,42 +1,20 @@
-"""Tests for perceiver_jax/data/pipeline.py: sharding, resumable training order, eval padding."""
+"""Tests for perceiver_jax/data/pipeline.py: in-memory batching in the shared order, eval padding,
+`in_memory_data`, prefetching."""
 
 import itertools
 import threading
 
+import ml_collections
 import numpy as np
 import pytest
 
+from perceiver_jax.data import contract
 from perceiver_jax.data import pipeline
 
 
 def make_arrays(n: int) -> dict[str, np.ndarray]:
   """Example i carries id i, so every batch says exactly which examples it holds."""
   return {"id": np.arange(n), "image": np.arange(n * 6, dtype=np.float32).reshape(n, 2, 3)}
-
-
-@pytest.mark.parametrize("process_count", [1, 2, 3])
-@pytest.mark.parametrize("num_examples", [0, 1, 2, 10, 11, 13])
-def test_eval_shards_cover_every_example_once(num_examples, process_count):
-  shards = [
-    pipeline.shard_for_process(num_examples, p, process_count, drop_remainder=False)
-    for p in range(process_count)
-  ]
-  np.testing.assert_array_equal(np.concatenate(shards), np.arange(num_examples))
-  sizes = [len(s) for s in shards]
-  assert max(sizes) - min(sizes) <= 1
-
-
-@pytest.mark.parametrize("process_count", [1, 2, 3])
-def test_train_shards_equal_and_disjoint(process_count):
-  shards = [pipeline.shard_for_process(11, p, process_count) for p in range(process_count)]
-  assert {len(s) for s in shards} == {11 // process_count}
-  everything = np.concatenate(shards)
-  assert len(np.unique(everything)) == len(everything)
-
-
-def test_shard_rejects_bad_process_index():
-  with pytest.raises(ValueError, match=r"process_index=2 must be in \[0, process_count=2\)"):
-    pipeline.shard_for_process(10, 2, 2)
 
 
 def take(iterator, n):
@@ -152,6 +130,68 @@ def test_eval_counts_each_example_once(num_examples, process_count):
 def test_eval_mask_sums_to_true_count():
   batches = list(pipeline.eval_batches(make_arrays(10), 4))
   assert [b["mask"].sum() for b in batches] == [4, 4, 2]
+
+
+def _in_memory(process_index=0, process_count=1, windows=0, augment=None):
+  config = ml_collections.ConfigDict(
+    dict(seed=5, batch_size=8, eval_batch_size=4, data=dict(name="toy"))
+  )
+  rng = np.random.default_rng(0)
+  train = {"inputs": rng.normal(size=(20, 3)), "labels": np.arange(20, dtype=np.int32)}
+  test = {
+    "inputs": rng.normal(size=(6, *((windows,) if windows else ()), 3)),
+    "labels": train["labels"][:6],
+  }
+  return pipeline.in_memory_data(
+    config,
+    contract.ModelFacts((3,), 20, windows),
+    train,
+    test,
+    prepare=lambda batch: {**batch, "inputs": batch["inputs"].astype(np.float32)},
+    augment=augment,
+    process_index=process_index,
+    process_count=process_count,
+  )
+
+
+def _shift(inputs, rng):
+  return inputs + rng.integers(0, 1000)
+
+
+def test_in_memory_augmentation_draws_per_slot_whatever_the_process_count():
+  """Slot j of step k draws from TrainOrder.rng(AUGMENT_STREAM, k, j) on any process, so the
+  augmented global batch of 4 processes equals that of one."""
+  whole = next(_in_memory(augment=_shift).train_batches(3, (8,)))
+  parts = [next(_in_memory(p, 4, augment=_shift).train_batches(3, (1, 2))) for p in range(4)]
+  joined = np.concatenate([part["inputs"].reshape(2, 3) for part in parts])
+  np.testing.assert_array_equal(joined, whole["inputs"])
+  order = contract.TrainOrder(20, 8, 5)
+  plain = next(_in_memory().train_batches(3, (8,)))
+  shifts = whole["inputs"] - plain["inputs"]  # [8, 3], one draw per example
+  expected = [order.rng(contract.AUGMENT_STREAM, 3, j).integers(0, 1000) for j in range(8)]
+  np.testing.assert_allclose(shifts[:, 0], expected)
+  assert whole["inputs"].dtype == np.float32 and whole["labels"].dtype == np.int32
+
+
+def test_in_memory_eval_windows_must_match_the_model_facts():
+  data = _in_memory(windows=2)
+  batch = next(data.eval_batches((4,)))
+  assert batch["inputs"].shape == (4, 2, 3) and batch["mask"].tolist() == [1, 1, 1, 1]
+  assert data.example["inputs"].shape == (1, 3)
+  with pytest.raises(
+    ValueError, match=r"'toy' evaluation gives inputs of shape \(1, 3\), .* \(1, 2, 3\)"
+  ):
+    pipeline.in_memory_data(
+      ml_collections.ConfigDict(
+        dict(seed=0, batch_size=4, eval_batch_size=4, data=dict(name="toy"))
+      ),
+      contract.ModelFacts((3,), 20, 2),
+      {"inputs": np.zeros((8, 3)), "labels": np.zeros(8, np.int32)},
+      {"inputs": np.zeros((8, 3)), "labels": np.zeros(8, np.int32)},
+      prepare=lambda batch: batch,
+      process_index=0,
+      process_count=1,
+    )
 
 
 def test_prefetch_yields_everything_in_order():

@@ -1,4 +1,5 @@
-"""scripts/reproduce.py: the experiment tables, their resumption and their reports."""
+"""perceiver_jax/tools/reproduce.py, experiments/*/experiment.py and scripts/reproduce.py: the
+experiments' grids, their configs, their resumption and their reports."""
 
 import csv
 import os
@@ -9,9 +10,9 @@ import sys
 import pytest
 from conftest import write_fashion_mnist
 
+from perceiver_jax.tools import reproduce
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-import reproduce  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,26 +40,54 @@ def _reproduce(name, tmp_path, data_dir):
   )
 
 
+def test_every_experiment_is_defined_beside_its_results():
+  folders = {name: folder for name, (folder, _) in reproduce.definitions().items()}
+  assert folders == {
+    "table2": "permuted",
+    "table6": "cross_attends",
+    "table7": "weight_sharing",
+    "attention": "attention_maps",
+  }
+  for folder in folders.values():
+    assert (reproduce.EXPERIMENTS_DIR / folder / "results.md").exists()
+
+
 def test_experiments_are_the_papers_grids():
-  table2 = reproduce.experiment("table2", quick=False)
+  table2 = reproduce.load("table2").experiment(quick=False)
   assert len(table2.rows) == 10 and table2.seeds == (0, 1, 2)
   assert {r.config_arg for r in table2.rows} >= {
     "model=fmnist_convnet_ff,permuted=True",
     "model=fmnist_perceiver_ff,permuted=False",
   }
-  table6 = reproduce.experiment("table6", quick=False)
+  table6 = reproduce.load("table6").experiment(quick=False)
   assert [dict(r.labels)["cross-attends"] for r in table6.rows] == ["1", "2", "4", "8"] * 2
   for row in table6.rows:  # a fixed latent depth of 8 self-attends
-    cfg = reproduce.model_config(row)
+    cfg = reproduce.config(row).model
     assert cfg.num_blocks * cfg.num_self_attends_per_block == 8
-  shared, unshared = (reproduce.model_config(r) for r in reproduce.experiment("table7", False).rows)
+  assert [reproduce.config(r).model.cross_attend_placement for r in table6.rows] == (
+    ["interleaved"] * 4 + ["start"] * 4
+  )
+  rows = reproduce.load("table7").experiment(quick=False).rows
+  shared, unshared = (reproduce.config(r).model for r in rows)
   assert shared.share_latent_block_weights and not unshared.share_latent_block_weights
+  assert shared.share_cross_attend_weights and not unshared.share_cross_attend_weights
   with pytest.raises(ValueError, match="unknown experiment 'table9'"):
-    reproduce.experiment("table9", quick=True)
+    reproduce.load("table9")
+
+
+def test_row_config_is_parsed_by_config_flags():
+  """The row's flags are the trainer's: types come from the config, a misspelt field fails."""
+  row = reproduce.Row("r", "model=fmnist_perceiver_ff", overrides=(("model.num_blocks", 3),))
+  assert row.flags == ["--config.model.num_blocks=3"]
+  assert reproduce.config(row).model.num_blocks == 3
+  typo = reproduce.Row("r", "", overrides=(("model.num_blokcs", 3),))
+  with pytest.raises(AttributeError, match="num_blokcs"):
+    reproduce.config(typo)
 
 
 def test_table2_report_gives_mean_std_and_change(tmp_path):
-  exp = reproduce.experiment("table2", quick=False)
+  table2 = reproduce.load("table2")
+  exp = table2.experiment(quick=False)
   records = []
   for row in exp.rows:
     permuted = dict(row.labels)["inputs"] == "permuted"
@@ -75,7 +104,7 @@ def test_table2_report_gives_mean_std_and_change(tmp_path):
           seconds=10.0,
         )
       )
-  table = reproduce.report_table2(records, str(tmp_path), exp)
+  table = table2.report(records, exp, str(tmp_path), reproduce.Options())
   convnet = next(line for line in table.splitlines() if line.startswith("| ConvNet"))
   assert "| 81.0 ± 1.0 | 51.0 ± 1.0 | -30.0 |" in convnet
   assert "73.5 -> 39.4" in convnet

@@ -1,10 +1,10 @@
-"""Tests of `scripts/sweep.py`: the grid, the commands, resuming, the results tables.
+"""Tests of `perceiver_jax/tools/sweep.py` and `scripts/sweep.py`: the grid, the commands,
+resuming, the results tables.
 
 Nothing here trains: runs are faked by writing `metrics.jsonl` files.
 """
 
 import csv
-import importlib.util
 import io
 import os
 import pathlib
@@ -15,11 +15,9 @@ import sys
 import pytest
 
 from perceiver_jax import metrics
+from perceiver_jax.tools import sweep
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("sweep", REPO_ROOT / "scripts" / "sweep.py")
-sweep = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(sweep)
 
 LR = "config.optimizer.learning_rate"
 LATENTS = "config.model.num_latents"

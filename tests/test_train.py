@@ -1,16 +1,22 @@
 """End-to-end tests of perceiver_jax/train.py on tiny Fashion-MNIST-format files."""
 
+import dataclasses
 import json
 import os
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tiny_training
 
+from perceiver_jax import model as model_lib
+from perceiver_jax import tasks
 from perceiver_jax import train
+from perceiver_jax.data import datasets
 from perceiver_jax.data import pipeline
+from perceiver_jax.tasks import average_precision
 
 
 def _config(data_dir, **overrides):
@@ -88,12 +94,16 @@ def test_extending_a_finished_run_resumes_and_refinalises(data_dir, tmp_path):
   [
     ("batch_size", 0, "config.batch_size=0: must be a positive multiple"),
     ("eval_every_steps", 0, "config.eval_every_steps=0: must be at least 1"),
-    ("label_smoothing", 1.0, "config.label_smoothing=1.0"),
+    ("task.label_smoothing", 1.0, "config.task.label_smoothing=1.0: must be in"),
+    ("task.name", "ranking", "config.task.name='ranking': expected one of"),
   ],
 )
 def test_validation_names_field_and_value(data_dir, field, value, message):
+  config = _config(data_dir)
+  section, _, name = field.rpartition(".")
+  (config[section] if section else config)[name] = value
   with pytest.raises(ValueError, match=message):
-    train.validate_config(_config(data_dir, **{field: value}))
+    train.validate_config(config)
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(data_dir, tmp_path):
@@ -157,13 +167,26 @@ def test_sigkill_then_restart_ends_bit_identical(data_dir, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def _load_in_memory(monkeypatch, train_set, test_set):
+  """Makes the trainer load these numpy splits, whatever `config.data` says."""
+
+  def load(config, facts, *, process_index, process_count):
+    return pipeline.in_memory_data(
+      config,
+      facts,
+      train_set,
+      test_set,
+      prepare=lambda batch: batch,
+      process_index=process_index,
+      process_count=process_count,
+    )
+
+  monkeypatch.setattr(datasets, "load", load)
+
+
 def test_multi_label_windowed_evaluation_reports_map(data_dir, tmp_path, monkeypatch):
   """A multi-label dataset whose eval inputs carry 3 windows: the trainer trains with sigmoid
   cross-entropy and reports the mAP of the window-averaged sigmoid scores."""
-  from perceiver_jax import average_precision
-  from perceiver_jax import model as model_lib
-  from perceiver_jax.data import datasets
-
   rng = np.random.default_rng(0)
   num_classes, windows = 10, 3
   train_set = {
@@ -174,24 +197,15 @@ def test_multi_label_windowed_evaluation_reports_map(data_dir, tmp_path, monkeyp
     "inputs": rng.normal(size=(12, windows, 28, 28, 1)).astype(np.float32),
     "labels": (rng.random((12, num_classes)) < 0.3).astype(np.float32),
   }
-
-  def make(config, *, process_index, process_count):
-    return datasets.in_memory_data(
-      config,
-      train_set,
-      test_set,
-      lambda batch, step: batch,
-      lambda batch: batch,
-      process_index=process_index,
-      process_count=process_count,
-    )
-
-  monkeypatch.setitem(datasets._MAKERS, "fashion_mnist", make)
-  config = _config(data_dir, total_steps=2, eval_every_steps=2, multi_label=True)
-  config.data.eval_windows = windows
+  _load_in_memory(monkeypatch, train_set, test_set)
+  config = _config(data_dir, total_steps=2, eval_every_steps=2)
+  config.task = tasks.default_config("multi_label")
+  config.task.eval_windows = windows
   state = train.train_and_evaluate(config, str(tmp_path))
   final = json.loads((tmp_path / "final.json").read_text())
   assert final["eval/count"] == 12 and "eval/top1" not in final
+  train_keys = {k for m in _read_jsonl(tmp_path / "metrics.jsonl") for k in m if "train/" in k}
+  assert "train/top1" not in train_keys and "train/loss" in train_keys
 
   forward = model_lib.build_model(config.model)
   flat = test_set["inputs"].reshape(12 * windows, 28, 28, 1)
@@ -203,3 +217,68 @@ def test_multi_label_windowed_evaluation_reports_map(data_dir, tmp_path, monkeyp
   labels = test_set["labels"]
   bce = -(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)).mean()
   np.testing.assert_allclose(final["eval/loss"], bce, rtol=1e-4)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SquaredError(tasks.Task):
+  """A task the trainer has never heard of: regress `scale` times the one-hot label."""
+
+  NAME = "squared_error"
+
+  scale: float = 1.0
+
+  def _per_example(self, outputs, labels):
+    targets = self.scale * jax.nn.one_hot(labels, outputs.shape[-1])
+    return jnp.mean((outputs.astype(jnp.float32) - targets) ** 2, axis=-1)
+
+  def loss(self, outputs, batch):
+    return jnp.mean(self._per_example(outputs, batch["labels"])), {"max": jnp.max(outputs)}
+
+  def eval_step(self, apply_fn, batch, axis_name):
+    error = self._per_example(apply_fn(batch["inputs"]), batch["labels"])
+    sums = {"error": jnp.sum(batch["mask"] * error), "count": jnp.sum(batch["mask"])}
+    return jax.lax.psum(sums, axis_name)
+
+  def evaluator(self):
+    return _MeanEvaluator()
+
+
+class _MeanEvaluator:
+  def __init__(self):
+    self.error, self.count = 0.0, 0.0
+
+  def add(self, step_outputs, batch):
+    self.error += float(step_outputs["error"][0])
+    self.count += float(step_outputs["count"][0])
+
+  def result(self):
+    return {"eval/mse": self.error / self.count, "eval/count": self.count}
+
+
+def test_a_new_task_trains_without_touching_the_trainer(data_dir, tmp_path, monkeypatch):
+  rng = np.random.default_rng(1)
+  train_set = {
+    "inputs": rng.normal(size=(32, 28, 28, 1)).astype(np.float32),
+    "labels": rng.integers(0, 10, 32).astype(np.int32),
+  }
+  test_set = {
+    "inputs": rng.normal(size=(20, 28, 28, 1)).astype(np.float32),
+    "labels": rng.integers(0, 10, 20).astype(np.int32),
+  }
+  _load_in_memory(monkeypatch, train_set, test_set)
+  monkeypatch.setitem(tasks.TASKS, _SquaredError.NAME, _SquaredError)
+  config = _config(data_dir, total_steps=2, eval_every_steps=2)
+  config.task = tasks.default_config("squared_error")
+  config.task.scale = 0.5
+  state = train.train_and_evaluate(config, str(tmp_path))
+
+  lines = _read_jsonl(tmp_path / "metrics.jsonl")
+  train_line = [m for m in lines if "train/loss" in m][-1]
+  assert {"train/max", "train/grad_norm"} <= set(train_line) and "train/top1" not in train_line
+  final = json.loads((tmp_path / "final.json").read_text())
+  forward = model_lib.build_model(config.model)
+  outputs, _ = forward.apply(state.params, state.state, None, test_set["inputs"], is_training=False)
+  targets = 0.5 * np.eye(10)[test_set["labels"]]
+  expected = np.mean((np.asarray(outputs, np.float64) - targets) ** 2)
+  assert final["eval/count"] == 20  # 24 rows evaluated, 4 of them padding
+  np.testing.assert_allclose(final["eval/mse"], expected, rtol=1e-5)

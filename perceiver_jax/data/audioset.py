@@ -1,28 +1,29 @@
-"""AudioSet: the segment lists, the prepared record format and the training/eval input pipeline.
+"""AudioSet: the prepared record format and the training/evaluation input pipeline.
 
-Preparation (`scripts/prepare_audioset.py`) turns the official segment CSVs and downloaded
-clips into array_record shards `DATA_DIR/<split>-NNNNN.array_record`, one record per clip
-(`encode_example`): mono audio at 48 kHz as int16, video frames at 25 fps as JPEG (shorter
-side resized, 256 by default), and the label indices. `<split>` is the CSV name without
-`_segments`: balanced_train, unbalanced_train, eval.
+Preparation (`perceiver_jax.data.prepare.audioset`, run by `scripts/prepare_audioset.py`) turns
+the official segment CSVs and downloaded clips into array_record shards
+`DATA_DIR/<split>-NNNNN.array_record`, one record per clip (`encode_example`): mono audio at
+48 kHz as int16, video frames at 25 fps as JPEG (shorter side resized, 256 by default), and
+the label indices. `<split>` is the CSV name without `_segments`: balanced_train,
+unbalanced_train, eval.
 
-`make_data(config, process_index=, process_count=)` reads them with grain (a MapDataset over
-an ArrayRecordDataSource, decoded on `config.data.num_threads` threads) and yields the batches
-of the trainer contract (`perceiver_jax.data.datasets`):
-  training  per example one random window aligned across modalities: `video.num_frames`
-            frames (32 = 1.28 s at 25 fps) starting at frame f and the audio samples of the
-            same 1.28 s, starting at sample f * 48000 / 25 (61,440 samples). Video: one random
-            `image_size` crop (224) per window, the same for every frame, flipped left-right
-            with probability 1/2, ImageNet mean/std normalisation. Epoch e visits the
-            examples in the permutation np.random.default_rng((seed, e)); the example at
-            global position g of the run draws its window and crop from default_rng((seed,
-            g)); so step s's global batch is a pure function of (seed, s), for any process
-            count, and a resumed run is exact.
-  eval      `eval_windows` (16) windows per clip, starts evenly spaced from the first frame to
-            the last full window (centre crop, no flip): inputs [*prefix, 16, ...].
-Labels are multi-hot float32 [*prefix, 527]. Inputs are one array for a single modality, or
-{"audio": [..., 61440], "video": [..., 32, 224, 224, 3]} (float32) for both.
-Clips shorter than a window are padded: audio with silence, video by repeating the last frame.
+`make_data(config, facts, *, process_index, process_count)` reads them with grain (a
+MapDataset over an ArrayRecordDataSource, decoded on `config.data.num_threads` threads) and
+yields the batches of the trainer contract (`contract.py`). The model's facts say what to
+read: `facts.input_shapes` is a dict keyed by modality, {"audio": (S,)} and/or
+{"video": (T, H, H, 3)}, and every batch's "inputs" is a dict with the same keys.
+  training  per example one random window aligned across modalities: T frames (32 = 1.28 s
+            at 25 fps) starting at frame f and the audio samples of the same 1.28 s, starting
+            at sample f * 48000 / 25 (S = 61,440 samples). Video: one random H x H crop (224)
+            per window, the same for every frame, flipped left-right with probability 1/2,
+            ImageNet mean/std normalisation. Examples follow `contract.TrainOrder`, and slot j
+            of step k draws its window, crop and flip from the order's AUGMENT_STREAM
+            generator of (k, j); so step k's global batch is a pure function of (seed, k), for
+            any process count, and a resumed run is exact.
+  eval      `facts.eval_windows` (16) windows per clip, starts evenly spaced from the first
+            frame to the last full window (centre crop, no flip): inputs [*prefix, 16, ...].
+Labels are multi-hot float32 [*prefix, K] (K = facts.num_classes, 527). Clips shorter than a
+window are padded: audio with silence, video by repeating the last frame.
 
 `config.data` fields:
   name              "audioset"
@@ -30,7 +31,6 @@ Clips shorter than a window are padded: audio with silence, video by repeating t
   train_splits      shard prefixes read for training, e.g. ("balanced_train", "unbalanced_train")
   eval_split        the shard prefix evaluated, "eval"
   fps, sample_rate  of the prepared records (25, 48000); checked against each record
-  eval_windows      windows averaged per evaluation clip (16 in the paper)
   random_flip       flip training videos left-right with probability 1/2
   num_threads       decoding threads per process
   prefetch_examples decoded examples kept ready per process
@@ -38,101 +38,44 @@ Clips shorter than a window are padded: audio with silence, video by repeating t
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import glob
 import io
 import os
 from collections.abc import Iterator
+from collections.abc import Sequence
 
 import ml_collections
 import numpy as np
 
+from perceiver_jax.data import contract
 from perceiver_jax.data import image_ops
 
 NUM_CLASSES = 527
 FPS = 25
 SAMPLE_RATE = 48_000
-# The official CSVs start with this many comment lines ("# Segments csv created ...").
-_SEGMENT_FIELDS = 4
-
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-  """One row of a segment CSV: a 10 s (or shorter) piece of a YouTube video."""
-
-  ytid: str
-  start_seconds: float
-  end_seconds: float
-  labels: tuple[int, ...]
-
-
-def read_class_indices(path: str) -> dict[str, int]:
-  """`class_labels_indices.csv` (header `index,mid,display_name`) -> {mid: index}."""
-  with open(path, newline="", encoding="utf-8") as f:
-    rows = list(csv.reader(f))
-  if not rows or [c.strip() for c in rows[0][:2]] != ["index", "mid"]:
-    raise ValueError(f"{path}:1: expected the header 'index,mid,display_name'")
-  indices = {}
-  for line, row in enumerate(rows[1:], start=2):
-    if not row:
-      continue
-    try:
-      index, mid = int(row[0]), row[1].strip()
-    except (ValueError, IndexError):
-      raise ValueError(f"{path}:{line}: expected 'index,mid,display_name', got {row!r}") from None
-    if index != len(indices) or mid in indices:
-      raise ValueError(f"{path}:{line}: index {index} / mid {mid!r} out of order or repeated")
-    indices[mid] = index
-  return indices
-
-
-def read_segments(path: str, class_indices: dict[str, int]) -> list[Segment]:
-  """A segment CSV: '#' comment lines, then `YTID, start_seconds, end_seconds, "mid1,mid2"`.
-
-  A malformed line raises ValueError naming the file and the line number.
-  """
-  segments = []
-  with open(path, newline="", encoding="utf-8") as f:
-    for line, row in enumerate(csv.reader(f, skipinitialspace=True), start=1):
-      if not row or row[0].startswith("#"):
-        continue
-      if len(row) != _SEGMENT_FIELDS:
-        raise ValueError(
-          f"{path}:{line}: expected 4 fields 'YTID, start, end, \"labels\"', got {len(row)}"
-        )
-      ytid, start, end, mids = (field.strip() for field in row)
-      try:
-        start_s, end_s = float(start), float(end)
-      except ValueError:
-        raise ValueError(f"{path}:{line}: start/end {start!r}, {end!r} are not numbers") from None
-      if not ytid or not 0 <= start_s < end_s:
-        raise ValueError(f"{path}:{line}: bad segment {ytid!r} [{start_s}, {end_s})")
-      unknown = [m for m in mids.split(",") if m not in class_indices]
-      if unknown or not mids:
-        raise ValueError(f"{path}:{line}: unknown label mid(s) {unknown or [mids]}")
-      labels = tuple(sorted({class_indices[m] for m in mids.split(",")}))
-      segments.append(Segment(ytid, start_s, end_s, labels))
-  return segments
-
-
-def split_name(csv_path: str) -> str:
-  """`.../balanced_train_segments.csv` -> `balanced_train`."""
-  return os.path.basename(csv_path).removesuffix(".csv").removesuffix("_segments")
+MODALITIES = ("audio", "video")
 
 
 def encode_example(
-  segment: Segment, audio: np.ndarray, jpeg_frames: list[bytes], *, fps: int, sample_rate: int
+  ytid: str,
+  start_seconds: float,
+  labels: Sequence[int],
+  audio: np.ndarray,
+  jpeg_frames: list[bytes],
+  *,
+  fps: int,
+  sample_rate: int,
 ) -> bytes:
   """One record: an .npz (no pickles) of the clip's audio int16 [S], JPEG frames and labels."""
   lengths = np.array([len(frame) for frame in jpeg_frames], np.int64)
   buffer = io.BytesIO()
   np.savez(
     buffer,
-    ytid=np.array(segment.ytid),
-    start_seconds=np.array(segment.start_seconds),
-    labels=np.array(segment.labels, np.int32),
+    ytid=np.array(ytid),
+    start_seconds=np.array(start_seconds),
+    labels=np.array(labels, np.int32),
     audio=np.asarray(audio, np.int16),
     jpeg=np.frombuffer(b"".join(jpeg_frames), np.uint8),
     jpeg_offsets=np.concatenate([[0], np.cumsum(lengths)]),
@@ -159,7 +102,7 @@ def eval_window_starts(num_frames: int, window: int, count: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class _Spec:
-  """What the model reads: modalities and one window's size, from config.model.audio_video."""
+  """What the model reads: modalities and one window's size, from the model's facts."""
 
   modalities: tuple[str, ...]
   window_frames: int
@@ -169,26 +112,37 @@ class _Spec:
   num_classes: int
 
 
-def _spec(config: ml_collections.ConfigDict) -> _Spec:
-  av, data = config.model.audio_video, config.data
+def _spec(data: ml_collections.ConfigDict, facts: contract.ModelFacts) -> _Spec:
+  shapes = facts.input_shapes
+  if not isinstance(shapes, dict) or not shapes or not set(shapes) <= set(MODALITIES):
+    raise ValueError(
+      f"AudioSet gives inputs keyed by modality {MODALITIES}; the model takes {shapes}"
+    )
   if data.sample_rate % data.fps:
     raise ValueError(f"config.data.sample_rate={data.sample_rate}: not a multiple of fps")
   per_frame = data.sample_rate // data.fps
-  frames, samples = av.video.num_frames, av.audio.num_samples
-  if frames * per_frame != samples:
+  frames = samples = size = 0
+  if "video" in shapes:
+    frames, size, width, channels = shapes["video"]
+    if (width, channels) != (size, 3):
+      raise ValueError(f"video input {shapes['video']}: AudioSet gives [T, H, H, 3] windows")
+  if "audio" in shapes:
+    (samples,) = shapes["audio"]
+    frames = frames or samples // per_frame
+  if frames < 1 or (samples and frames * per_frame != samples):
     raise ValueError(
-      f"config.model.audio_video.audio.num_samples={samples}: {frames} frames at {data.fps} fps"
-      f" last {frames * per_frame} samples at {data.sample_rate} Hz"
+      f"audio input of {samples} samples: a window of {frames} frames at {data.fps} fps lasts "
+      f"{frames * per_frame} samples at {data.sample_rate} Hz"
     )
-  if data.eval_windows < 1:
-    raise ValueError(f"config.data.eval_windows={data.eval_windows}: must be at least 1")
+  if facts.eval_windows < 1:
+    raise ValueError(f"eval_windows={facts.eval_windows}: AudioSet evaluates at least 1 window")
   return _Spec(
-    modalities=tuple(sorted(av.modalities)),
+    modalities=tuple(sorted(shapes)),
     window_frames=frames,
-    window_samples=samples,
-    image_size=av.video.image_size,
+    window_samples=frames * per_frame,
+    image_size=size,
     samples_per_frame=per_frame,
-    num_classes=config.model.num_classes,
+    num_classes=facts.num_classes,
   )
 
 
@@ -241,10 +195,6 @@ def _multi_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return hot
 
 
-def _inputs(windows: dict[str, np.ndarray], spec: _Spec):
-  return windows[spec.modalities[0]] if len(spec.modalities) == 1 else windows
-
-
 def _check_record(example: dict, data: ml_collections.ConfigDict) -> dict:
   if int(example["fps"]) != data.fps or int(example["sample_rate"]) != data.sample_rate:
     raise ValueError(
@@ -264,7 +214,7 @@ def prepare_train(example: dict, rng: np.random.Generator, spec: _Spec, random_f
   start = int(rng.integers(0, max(_num_frames(example, spec) - spec.window_frames, 0) + 1))
   windows = _window(example, start, spec, rng, random_flip, decoded={})
   return {
-    "inputs": _inputs(windows, spec),
+    "inputs": windows,
     "labels": _multi_hot(example["labels"], spec.num_classes),
   }
 
@@ -276,7 +226,7 @@ def prepare_eval(example: dict, spec: _Spec, num_windows: int) -> dict:
   windows = [_window(example, int(s), spec, None, False, decoded) for s in starts]
   stacked = {m: np.stack([w[m] for w in windows]) for m in spec.modalities}
   return {
-    "inputs": _inputs(stacked, spec),
+    "inputs": stacked,
     "labels": _multi_hot(example["labels"], spec.num_classes),
   }
 
@@ -289,7 +239,7 @@ def _zero_eval_example(spec: _Spec, num_windows: int) -> dict:
   }
   zeros = {m: np.zeros(shapes[m], np.float32) for m in spec.modalities}
   labels = np.zeros(spec.num_classes, np.float32)
-  return {"inputs": _inputs(zeros, spec), "labels": labels, "mask": np.float32(0.0)}
+  return {"inputs": zeros, "labels": labels, "mask": np.float32(0.0)}
 
 
 def shard_paths(data_dir: str, split: str) -> list[str]:
@@ -299,71 +249,65 @@ def shard_paths(data_dir: str, split: str) -> list[str]:
   return paths
 
 
-def make_data(config: ml_collections.ConfigDict, *, process_index: int, process_count: int):
-  """The trainer's `datasets.Data` for AudioSet (see the module docstring)."""
+def make_data(
+  config: ml_collections.ConfigDict,
+  facts: contract.ModelFacts,
+  *,
+  process_index: int,
+  process_count: int,
+) -> contract.Data:
+  """The trainer's `contract.Data` for AudioSet (see the module docstring)."""
   import grain  # noqa: PLC0415 (only the streamed datasets need it)
 
-  from perceiver_jax.data import datasets  # noqa: PLC0415 (datasets imports this module lazily)
-  from perceiver_jax.data import pipeline  # noqa: PLC0415
-
-  data, spec = config.data, _spec(config)
+  data, spec = config.data, _spec(config.data, facts)
   train_paths = [p for split in data.train_splits for p in shard_paths(data.data_dir, split)]
   train_source = grain.sources.ArrayRecordDataSource(train_paths)
   eval_source = grain.sources.ArrayRecordDataSource(shard_paths(data.data_dir, data.eval_split))
-  num_train, batch_size = len(train_source), config.batch_size
-  if batch_size % process_count or config.eval_batch_size % process_count:
-    raise ValueError(f"config.batch_size={batch_size}: not a multiple of {process_count} processes")
-  local = batch_size // process_count
-  examples_per_epoch = num_train // batch_size * batch_size
-  if examples_per_epoch == 0:
-    raise ValueError(f"config.batch_size={batch_size}: more than the {num_train} training clips")
+  order = contract.TrainOrder(
+    len(train_source), config.batch_size, config.seed, process_index, process_count
+  )
+  contract.local_shape(config.eval_batch_size, process_count, None)
   options = grain.ReadOptions(
     num_threads=data.num_threads, prefetch_buffer_size=data.prefetch_examples
   )
 
-  @functools.lru_cache(maxsize=2)
-  def permutation(epoch: int) -> np.ndarray:
-    return np.random.default_rng((config.seed, epoch)).permutation(num_train)
-
-  def train_example(position: int) -> dict:
-    """The example at global position `position` of the run (step * batch_size + i)."""
-    epoch, offset = divmod(position, examples_per_epoch)
-    example = _check_record(decode_example(train_source[int(permutation(epoch)[offset])]), data)
-    rng = np.random.default_rng((config.seed, position))
+  def train_example(step: int, slot: int) -> dict:
+    example = _check_record(decode_example(train_source[order.index(step, slot)]), data)
+    rng = order.rng(contract.AUGMENT_STREAM, step, slot)
     return prepare_train(example, rng, spec, data.random_flip)
 
-  def local_to_global(k: int) -> int:
-    step, i = divmod(k, local)
-    return step * batch_size + process_index * local + i
-
-  def train_batches(start_step: int, prefix: tuple[int, ...]) -> Iterator[dict]:
-    _, prefix = pipeline.local_shape(batch_size, process_count, prefix)
-    ds = grain.MapDataset.range(start_step * local, 2**62).map(local_to_global).map(train_example)
-    ds = ds.batch(local).map(functools.partial(pipeline.to_prefix, prefix=prefix))
+  def train_batches(start_step: int, prefix: contract.Prefix) -> Iterator[dict]:
+    _, prefix = contract.local_shape(config.batch_size, process_count, prefix)
+    contract.check_start_step(start_step)
+    ds = grain.MapDataset.range(0, 2**62).map(
+      lambda counter: train_example(*order.step_and_slot(start_step, counter))
+    )
+    ds = ds.batch(order.local).map(functools.partial(contract.to_prefix, prefix=prefix))
     return iter(ds.to_iter_dataset(options))
 
   def eval_example(index: int) -> dict:
     if index < 0:  # padding
-      return _zero_eval_example(spec, data.eval_windows)
+      return _zero_eval_example(spec, facts.eval_windows)
     example = _check_record(decode_example(eval_source[index]), data)
-    return {**prepare_eval(example, spec, data.eval_windows), "mask": np.float32(1.0)}
+    return {**prepare_eval(example, spec, facts.eval_windows), "mask": np.float32(1.0)}
 
-  def eval_batches(prefix: tuple[int, ...]) -> Iterator[dict]:
-    local_eval, prefix = pipeline.local_shape(config.eval_batch_size, process_count, prefix)
-    indices = pipeline.padded_eval_indices(
+  def eval_batches(prefix: contract.Prefix) -> Iterator[dict]:
+    local_eval, prefix = contract.local_shape(config.eval_batch_size, process_count, prefix)
+    indices = contract.padded_eval_indices(
       len(eval_source), local_eval, process_index, process_count
     )
     ds = grain.MapDataset.source(indices.tolist()).map(eval_example).batch(local_eval)
     return iter(
-      ds.map(functools.partial(pipeline.to_prefix, prefix=prefix)).to_iter_dataset(options)
+      ds.map(functools.partial(contract.to_prefix, prefix=prefix)).to_iter_dataset(options)
     )
 
-  return datasets.Data(num_train, train_batches, eval_batches, _stack1(train_example(0)))
+  example = _stack1(train_example(0, order.first_slot))
+  return contract.Data(len(train_source), train_batches, eval_batches, example)
 
 
-def _stack1(example: dict) -> dict:
-  """Adds a leading batch axis of 1 to every leaf."""
+def _stack1(tree: dict) -> dict:
+  """Adds a leading batch axis of 1 to every leaf of a nested dict."""
   return {
-    key: {k: v[None] for k, v in value.items()} if isinstance(value, dict) else value[None]
-    for key, value in example.items()
+    key: _stack1(value) if isinstance(value, dict) else np.asarray(value)[None]
+    for key, value in tree.items()
   }

@@ -16,6 +16,9 @@ official files that several independent loaders publish (e.g. torchvision-style
 `raw_data` lists). So the Debian bytes are the official data.
 
 All failures raise a one-line ValueError naming the file and the problem.
+
+`make_data` is the dataset of the trainer contract (`contract.py`): inputs float32
+[*prefix, 28, 28, 1] (`normalize`), labels int32 [*prefix]; no augmentation.
 """
 
 import gzip
@@ -24,7 +27,11 @@ import os
 import urllib.request
 import zlib
 
+import ml_collections
 import numpy as np
+
+from perceiver_jax.data import contract
+from perceiver_jax.data import pipeline
 
 CLASS_NAMES = (
   "T-shirt/top",
@@ -40,6 +47,9 @@ CLASS_NAMES = (
 )
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SHAPE = (28, 28)
+# Mean and standard deviation of the training pixels, in [0, 1] units.
+MEAN = 0.2860
+STD = 0.3530
 
 DEBIAN_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 URL_BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -206,3 +216,37 @@ def load_split(
       f"{labels_path}: label {labels[index]} at index {index} not in [0, {NUM_CLASSES})"
     )
   return images, labels.astype(np.int32)
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+  """uint8 [..., 28, 28] images -> float32 [..., 28, 28, 1], zero mean and unit variance."""
+  images = images.astype(np.float32) / 255.0
+  return ((images - MEAN) / STD)[..., None]
+
+
+def make_data(
+  config: ml_collections.ConfigDict,
+  facts: contract.ModelFacts,
+  *,
+  process_index: int,
+  process_count: int,
+) -> contract.Data:
+  """The trainer's `contract.Data`; `config.data`: data_dir ("" = DEBIAN_DATA_DIR), download."""
+  data_dir = config.data.data_dir or None
+  splits = {}
+  for split in ("train", "test"):
+    images, labels = load_split(split, data_dir, download=config.data.download)
+    splits[split] = {"inputs": images, "labels": labels}
+
+  def prepare(batch: dict) -> dict:
+    return {**batch, "inputs": normalize(batch["inputs"])}
+
+  return pipeline.in_memory_data(
+    config,
+    facts,
+    splits["train"],
+    splits["test"],
+    prepare=prepare,
+    process_index=process_index,
+    process_count=process_count,
+  )

@@ -2,25 +2,23 @@
 
 Data: the TFDS `imagenet2012` dataset prepared in array_record format under
 `config.data.data_dir` (`<data_dir>/imagenet2012/5.1.0/`; scripts/build_imagenet.py builds
-it from the ImageNet tars, with or without TensorFlow). Records are read with random access
-through `tfds.data_source`, which needs no TensorFlow; the JPEG bytes are decoded here
-with PIL, so a corrupt image can be skipped (training) or named (evaluation).
+it from the ImageNet tars, with or without TensorFlow, through data/prepare/imagenet.py).
+Records are read with random access through `tfds.data_source`, which needs no TensorFlow;
+the JPEG bytes are decoded here with PIL, so a corrupt image can be skipped (training) or
+named (evaluation).
 
-Training batches are a pure function of (config.seed, step), whatever the number of
-processes: epoch e visits the examples in the permutation default_rng((seed, e)) of all
-N; global step k takes the k-th run of `batch_size` examples of its epoch (the last
-partial batch of an epoch is dropped, as in pipeline.py) and process p its slice p. Slot
-j of step k is augmented with default_rng((seed, 1, k, j)): crop, flip, RandAugment.
-Consecutive slots (2i, 2i+1) form a pair that is mixed with itself, MixUp for even i and
-CutMix for odd i (so half of each batch each), with default_rng((seed, 2, k, i)). A
-corrupt image is skipped: its slot takes the next example of the epoch's order instead,
-and the skips are counted and logged. A resumed run therefore sees exactly the batches
-of an uninterrupted one.
+Training batches follow `contract.TrainOrder`, so they are a pure function of
+(config.seed, step) whatever the number of processes. Slot j of step k is augmented with
+the order's AUGMENT_STREAM generator of (k, j): crop, flip, RandAugment. Consecutive slots
+(2i, 2i+1) form a pair that is mixed with itself, MixUp for even i and CutMix for odd i (so
+half of each batch each), with the MIX_STREAM generator of (k, i). A corrupt image is
+skipped: its slot takes the next example of the epoch's order instead, and the skips are
+counted and logged. A resumed run therefore sees exactly the batches of an uninterrupted one.
 
 Shapes: training {"inputs": float32 [*prefix, S, S, 3] (normalised with the ImageNet mean
 and std), "labels": float32 [*prefix, K] (soft, when MixUp or CutMix is on) or int32
 [*prefix]}; evaluation adds "mask": float32 [*prefix], and its labels are int32.
-S = config.data.image_size, K = config.model.num_classes.
+S = config.data.image_size (the model's facts must say (S, S, 3)), K = facts.num_classes.
 
 `config.data` fields (configs/imagenet.py sets and documents them): data_dir, tfds_name,
 train_split, eval_split, num_eval_examples, image_size, crop_area_range,
@@ -41,13 +39,10 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from perceiver_jax.data import augment
-from perceiver_jax.data import datasets
+from perceiver_jax.data import contract
 from perceiver_jax.data import image_ops
-from perceiver_jax.data import pipeline
 from perceiver_jax.data import randaugment
 
-# Streams of the per-step generators, so augmentation and mixing never share draws.
-_AUGMENT_STREAM, _MIX_STREAM = 1, 2
 # How many following records a corrupt training image may be replaced by before giving up.
 _MAX_SKIPS = 100
 
@@ -56,12 +51,16 @@ def _fail(field: str, value, message: str):
   raise ValueError(f"config.{field}={value!r}: {message}")
 
 
-def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
+def validate(
+  config: ml_collections.ConfigDict, facts: contract.ModelFacts, process_count: int = 1
+) -> None:
   """One-line errors naming the field and its value for impossible settings."""
   cfg = config.data
   size = cfg.image_size
-  if tuple(config.model.input_shape) != (size, size, 3):
-    _fail("data.image_size", size, f"model input_shape is {tuple(config.model.input_shape)}")
+  if tuple(facts.input_shapes) != (size, size, 3):
+    _fail("data.image_size", size, f"the model takes inputs of shape {facts.input_shapes}")
+  if facts.eval_windows:
+    raise ValueError(f"eval_windows={facts.eval_windows}: ImageNet evaluates one view per image")
   for field in ("randaugment_layers", "num_workers", "prefetch_batches", "num_eval_examples"):
     if cfg[field] < 0:
       _fail(f"data.{field}", cfg[field], "must be >= 0")
@@ -168,43 +167,30 @@ class Split:
 
 
 class _Train:
-  """Maps a local example counter to a prepared example, and batches to model inputs."""
+  """Maps this process's example counter to a prepared example, and batches to model inputs."""
 
-  def __init__(self, config, split: Split, start_step: int, process_index: int, local: int):
-    self.cfg = config.data
-    self.split = split
-    self.seed = config.seed
-    self.batch_size = config.batch_size
-    self.num_classes = config.model.num_classes
-    self.steps_per_epoch = len(split) // config.batch_size
-    self.start_step = start_step
-    self.first_slot = process_index * local
-    self.local = local
-    self._order = (-1, None)  # (epoch, permutation) of the latest epoch
-
-  def order(self, epoch: int) -> np.ndarray:
-    cached_epoch, permutation = self._order
-    if cached_epoch != epoch:
-      permutation = np.random.default_rng((self.seed, epoch)).permutation(len(self.split))
-      self._order = (epoch, permutation)
-    return permutation
+  def __init__(
+    self,
+    cfg: ml_collections.ConfigDict,
+    split: Split,
+    order: contract.TrainOrder,
+    start_step: int,
+    num_classes: int,
+  ):
+    self.cfg, self.split, self.order = cfg, split, order
+    self.start_step, self.num_classes = start_step, num_classes
 
   def example(self, counter: int) -> dict:
-    step = self.start_step + counter // self.local
-    slot = self.first_slot + counter % self.local
-    epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
-    order = self.order(epoch)
-    position = step_in_epoch * self.batch_size + slot
+    step, slot = self.order.step_and_slot(self.start_step, counter)
     for skipped in range(_MAX_SKIPS + 1):
-      index = order[(position + skipped) % len(order)]
       try:
-        image, label = self.split.decode(index, self.num_classes)
+        image, label = self.split.decode(self.order.index(step, slot, skipped), self.num_classes)
         break
       except CorruptImageError as error:
         last_error = error
     else:
       raise ValueError(f"{_MAX_SKIPS + 1} corrupt images in a row, the last: {last_error}")
-    rng = np.random.default_rng((self.seed, _AUGMENT_STREAM, step, slot))
+    rng = self.order.rng(contract.AUGMENT_STREAM, step, slot)
     image = augment.random_resized_crop(
       image,
       rng,
@@ -217,12 +203,12 @@ class _Train:
       image = randaugment.randaugment(
         image, rng, self.cfg.randaugment_layers, self.cfg.randaugment_magnitude
       )
-    return dict(image=image, label=np.int32(label), skipped=skipped, step=step, slot=slot)
+    return dict(inputs=image, labels=np.int32(label), skipped=skipped, step=step, slot=slot)
 
   def finish(self, batch: dict) -> dict:
     """Stacked examples -> {"inputs", "labels", "skipped", "step"}, mixed in pairs."""
-    images = image_ops.normalize(batch["image"])  # [local, S, S, 3]
-    labels = batch["label"]
+    images = image_ops.normalize(batch["inputs"])  # [local, S, S, 3]
+    labels = batch["labels"]
     if _mixing(self.cfg):
       labels = _one_hot(labels, self.num_classes)  # [local, K]
       step = int(batch["step"][0])
@@ -231,7 +217,7 @@ class _Train:
         kind, alpha = (
           ("mixup", self.cfg.mixup_alpha) if pair % 2 == 0 else ("cutmix", self.cfg.cutmix_alpha)
         )
-        rng = np.random.default_rng((self.seed, _MIX_STREAM, step, pair))
+        rng = self.order.rng(contract.MIX_STREAM, step, pair)
         pick = slice(first, first + 2)
         images[pick], labels[pick] = augment.mix_pair(images[pick], labels[pick], kind, alpha, rng)
     return dict(inputs=images, labels=labels, skipped=batch["skipped"].sum(), step=batch["step"][0])
@@ -270,44 +256,49 @@ def _iterate(dataset: grain.MapDataset, cfg: ml_collections.ConfigDict) -> Itera
 
 
 def make_data(
-  config: ml_collections.ConfigDict, *, process_index: int, process_count: int
-) -> datasets.Data:
-  """The ImageNet `Data` of this process (see the module docstring and datasets.Data)."""
-  pipeline.check_process(process_index, process_count)
-  validate(config, process_count)
+  config: ml_collections.ConfigDict,
+  facts: contract.ModelFacts,
+  *,
+  process_index: int,
+  process_count: int,
+) -> contract.Data:
+  """The ImageNet `contract.Data` of this process (see the module docstring)."""
+  contract.check_process(process_index, process_count)
+  validate(config, facts, process_count)
   cfg = config.data
   train_split = Split(cfg, cfg.train_split)
   eval_split = Split(cfg, cfg.eval_split)
   if len(train_split) < config.batch_size:
     _fail("batch_size", config.batch_size, f"exceeds the {len(train_split)} training examples")
-  local = config.batch_size // process_count
+  order = contract.TrainOrder(
+    len(train_split), config.batch_size, config.seed, process_index, process_count
+  )
 
-  def train_batches(start_step: int, prefix: tuple[int, ...]) -> Iterator[dict]:
-    _, prefix = pipeline.local_shape(config.batch_size, process_count, prefix)
-    if start_step < 0:
-      raise ValueError(f"start_step={start_step} must be >= 0")
-    train = _Train(config, train_split, start_step, process_index, local)
+  def train_batches(start_step: int, prefix: contract.Prefix) -> Iterator[dict]:
+    _, prefix = contract.local_shape(config.batch_size, process_count, prefix)
+    contract.check_start_step(start_step)
+    train = _Train(cfg, train_split, order, start_step, facts.num_classes)
     examples = grain.MapDataset.range(0, sys.maxsize).map(train.example)
-    batches = examples.batch(local, drop_remainder=True).map(train.finish)
+    batches = examples.batch(order.local, drop_remainder=True).map(train.finish)
     return _train_iter(_iterate(batches, cfg), prefix)
 
-  def eval_batches(prefix: tuple[int, ...]) -> Iterator[dict]:
-    eval_local, prefix = pipeline.local_shape(config.eval_batch_size, process_count, prefix)
+  def eval_batches(prefix: contract.Prefix) -> Iterator[dict]:
+    eval_local, prefix = contract.local_shape(config.eval_batch_size, process_count, prefix)
     n = min(len(eval_split), cfg.num_eval_examples or len(eval_split))
-    indices = pipeline.padded_eval_indices(n, eval_local, process_index, process_count)
-    evaluator = _Eval(eval_split, indices, cfg.image_size, config.model.num_classes)
+    indices = contract.padded_eval_indices(n, eval_local, process_index, process_count)
+    evaluator = _Eval(eval_split, indices, cfg.image_size, facts.num_classes)
     examples = grain.MapDataset.range(0, len(indices)).map(evaluator.example)
     batches = examples.batch(eval_local)
-    return (pipeline.to_prefix(batch, prefix) for batch in _iterate(batches, cfg))
+    return (contract.to_prefix(batch, prefix) for batch in _iterate(batches, cfg))
 
   # The first example of step 0, unmixed: the model only needs its shapes and dtypes.
-  first = _Train(config, train_split, 0, 0, config.batch_size).example(0)
-  label = np.asarray(first["label"])[None]  # [1]
+  first = _Train(cfg, train_split, order, 0, facts.num_classes).example(0)
+  label = np.asarray(first["labels"])[None]  # [1]
   example = {
-    "inputs": image_ops.normalize(first["image"][None]),  # [1, S, S, 3]
-    "labels": _one_hot(label, config.model.num_classes) if _mixing(cfg) else label,
+    "inputs": image_ops.normalize(first["inputs"][None]),  # [1, S, S, 3]
+    "labels": _one_hot(label, facts.num_classes) if _mixing(cfg) else label,
   }
-  return datasets.Data(
+  return contract.Data(
     num_train_examples=len(train_split),
     train_batches=train_batches,
     eval_batches=eval_batches,
@@ -328,4 +319,4 @@ def _train_iter(batches: Iterator[dict], prefix: tuple[int, ...]) -> Iterator[di
         step,
         skipped_total,
       )
-    yield pipeline.to_prefix(batch, prefix)
+    yield contract.to_prefix(batch, prefix)

@@ -12,17 +12,24 @@ Classes are the sorted folder names (40 of them: airplane ... xbox), labels thei
 
 `read_off` parses one mesh, `sample_surface` draws points uniformly over its surface (each
 triangle chosen with probability proportional to its area, then a uniform point inside it),
-and `load_split` does both for every mesh of a split. `augment` is the paper's training
-augmentation (per-point scaling in [0.99, 1.01], then zero mean and unit cube); `normalize` is
-the zero-mean, unit-cube step alone, for evaluation.
+and `load_split` does both for every mesh of a split.
+
+`make_data` is the dataset of the trainer contract (`contract.py`): inputs float32
+[*prefix, P, 3], labels int32 [*prefix]. Training applies the paper's augmentation,
+`random_scale` (each point scaled by a factor in [0.99, 1.01]) then `normalize` (zero mean,
+unit cube); evaluation `normalize` alone.
 """
 
 from __future__ import annotations
 
 import os
 
+import ml_collections
 import numpy as np
 from absl import logging
+
+from perceiver_jax.data import contract
+from perceiver_jax.data import pipeline
 
 NUM_CLASSES = 40
 SPLITS = ("train", "test")
@@ -193,8 +200,60 @@ def normalize(points: np.ndarray) -> np.ndarray:
   return centred / np.where(extent > 0, extent, 1.0)
 
 
-def augment(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """The paper's training augmentation: each point's coordinates scaled by one factor drawn
-  uniformly from [0.99, 1.01], then `normalize`."""
-  scale = rng.uniform(0.99, 1.01, size=(*points.shape[:-1], 1))
-  return normalize(points * scale).astype(np.float32)
+def random_scale(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  """The paper's training augmentation before `normalize`: each point's coordinates scaled by
+  one factor drawn uniformly from [0.99, 1.01]. `points` is [..., P, 3]."""
+  return points * rng.uniform(0.99, 1.01, size=(*points.shape[:-1], 1))
+
+
+def make_data(
+  config: ml_collections.ConfigDict,
+  facts: contract.ModelFacts,
+  *,
+  process_index: int,
+  process_count: int,
+) -> contract.Data:
+  """The trainer's `contract.Data`.
+
+  `config.data.format` is "hdf5" (the 2,048-point release: `data_dir` holds
+  train_files.txt/test_files.txt) or "off" (the raw meshes: `data_dir/<class>/{train,test}/
+  *.off`, sampled once to `num_points` points per object by area, skipping unreadable meshes
+  with `skip_bad`).
+  """
+  cfg = config.data
+  if tuple(facts.input_shapes) != (cfg.num_points, 3):  # checked before any file is read
+    raise ValueError(
+      f"config.data.num_points={cfg.num_points}: the model takes inputs of shape "
+      f"{facts.input_shapes}, the data gives ({cfg.num_points}, 3) per object"
+    )
+  splits = {}
+  for split in SPLITS:
+    if cfg.format == "hdf5":
+      arrays = load_hdf5_split(cfg.data_dir, split)
+    elif cfg.format == "off":
+      arrays = load_split(
+        cfg.data_dir, split, num_points=cfg.num_points, seed=config.seed, skip_bad=cfg.skip_bad
+      )
+    else:
+      raise ValueError(f"config.data.format={cfg.format!r}: expected 'hdf5' or 'off'")
+    points = arrays["points"][:, : cfg.num_points]
+    if points.shape[1] != cfg.num_points:
+      raise ValueError(
+        f"config.data.num_points={cfg.num_points}: the {split} data has only {points.shape[1]}"
+        " points per object"
+      )
+    splits[split] = {"inputs": points, "labels": arrays["labels"]}
+
+  def prepare(batch: dict) -> dict:
+    return {**batch, "inputs": normalize(batch["inputs"]).astype(np.float32)}
+
+  return pipeline.in_memory_data(
+    config,
+    facts,
+    splits["train"],
+    splits["test"],
+    prepare=prepare,
+    augment=random_scale,
+    process_index=process_index,
+    process_count=process_count,
+  )

@@ -1,55 +1,27 @@
-"""Dataset-independent host batching for in-memory arrays, multi-process aware.
+"""In-memory datasets: numpy arrays batched in the shared training order, and prefetching.
 
-Every function takes `arrays`, a dict of numpy arrays sharing their leading
-(example) dimension N, and yields dicts with the same keys. `batch_size` is the
-global batch over all processes; each process yields its local share
-batch_size // process_count, reshaped to `[*shape_prefix, ...]`, e.g.
-shape_prefix=(jax.local_device_count(), per_device) for pmap.
-
-Training order is a pure function of (seed, step): epoch e uses the permutation
-np.random.default_rng((seed, e)) of all N examples, and each process takes its
-contiguous slice of that permuted order. So resuming at any step reproduces the
-uninterrupted run exactly, without replaying the earlier steps.
+Every function takes `arrays`, a dict of numpy arrays sharing their leading (example)
+dimension N, and yields dicts with the same keys. `batch_size` is the global batch over all
+processes; each process yields its local share batch_size // process_count, reshaped to
+`[*shape_prefix, ...]`, e.g. shape_prefix=(jax.local_device_count(), per_device) for pmap.
+Training batches follow `contract.TrainOrder`, so they are a pure function of (seed, step).
 """
 
+from __future__ import annotations
+
+import itertools
 import queue
 import threading
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 
+import ml_collections
 import numpy as np
 
+from perceiver_jax.data import contract
+
 Batch = dict[str, np.ndarray]
-
-
-def shard_for_process(
-  num_examples: int, process_index: int, process_count: int, *, drop_remainder: bool = True
-) -> np.ndarray:
-  """Indices into [0, num_examples) that belong to this process, contiguous.
-
-  With drop_remainder=True (training) every process gets num_examples //
-  process_count examples, so all processes run the same number of steps; the
-  remainder is dropped. With drop_remainder=False (evaluation) every example goes
-  to exactly one process: the first num_examples % process_count processes get
-  one extra.
-
-  Returns:
-    int64 [n_local] indices.
-  """
-  check_process(process_index, process_count)
-  base, remainder = divmod(num_examples, process_count)
-  if drop_remainder:
-    start, size = process_index * base, base
-  else:
-    start = process_index * base + min(process_index, remainder)
-    size = base + (process_index < remainder)
-  return np.arange(start, start + size)
-
-
-def check_process(process_index: int, process_count: int) -> None:
-  """ValueError unless 0 <= process_index < process_count."""
-  if process_count < 1 or not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
 
 
 def _num_examples(arrays: Batch) -> int:
@@ -62,55 +34,6 @@ def _num_examples(arrays: Batch) -> int:
   return next(iter(sizes.values()))
 
 
-def local_shape(batch_size: int, process_count: int, shape_prefix: Sequence[int] | None):
-  """The per-process batch size and the leading shape every yielded array gets.
-
-  Raises ValueError, naming the values, unless batch_size is a positive multiple of
-  process_count whose per-process share is prod(shape_prefix).
-  """
-  if batch_size < 1 or batch_size % process_count:
-    raise ValueError(
-      f"batch_size={batch_size} must be a positive multiple of process_count={process_count}"
-    )
-  local = batch_size // process_count
-  prefix = (local,) if shape_prefix is None else tuple(shape_prefix)
-  if int(np.prod(prefix)) != local:
-    raise ValueError(
-      f"shape_prefix={prefix} has product {int(np.prod(prefix))}, but the per-process batch is "
-      f"batch_size={batch_size} // process_count={process_count} = {local}"
-    )
-  return local, prefix
-
-
-def padded_eval_indices(
-  num_examples: int, local: int, process_index: int, process_count: int
-) -> np.ndarray:
-  """This process's evaluation indices, padded with -1 to whole batches of `local`.
-
-  Every process gets the same length (whole batches of the largest shard), so processes
-  stepping a pmapped eval in lockstep never wait on one another; -1 marks a padding row.
-  """
-  shard = shard_for_process(num_examples, process_index, process_count, drop_remainder=False)
-  largest_shard = -(-num_examples // process_count)
-  indices = np.full(-(-largest_shard // local) * local, -1, np.int64)
-  indices[: len(shard)] = shard
-  return indices
-
-
-def to_prefix(batch: dict, prefix: Sequence[int]) -> dict:
-  """[local, ...] leaves (nested dicts allowed) -> [*prefix, ...]."""
-  return {
-    key: to_prefix(value, prefix)
-    if isinstance(value, dict)
-    else np.asarray(value).reshape(*prefix, *np.shape(value)[1:])
-    for key, value in batch.items()
-  }
-
-
-def _gather(arrays: Batch, indices: np.ndarray, prefix: tuple[int, ...]) -> Batch:
-  return {k: v[indices].reshape(*prefix, *v.shape[1:]) for k, v in arrays.items()}
-
-
 def train_batches(
   arrays: Batch,
   batch_size: int,
@@ -121,39 +44,22 @@ def train_batches(
   process_count: int = 1,
   shape_prefix: Sequence[int] | None = None,
 ) -> Iterator[Batch]:
-  """Infinite shuffled training batches, starting at global step `start_step`.
-
-  Step k's global batch is the k-th run of `batch_size` examples in the epoch's
-  permutation (the same for every process count); process p takes its slice p of it.
-  So the data a model sees does not depend on how many hosts share the work, and a
-  resumed run sees exactly the batches an uninterrupted one would. The last partial
-  batch of an epoch is dropped so that every step is full.
+  """Infinite shuffled training batches in `contract.TrainOrder`, from global step `start_step`.
 
   Yields:
     {key: [*shape_prefix, ...]} with prod(shape_prefix) == batch_size // process_count.
   """
-  num_examples = _num_examples(arrays)
-  check_process(process_index, process_count)
-  local, prefix = local_shape(batch_size, process_count, shape_prefix)
-  steps_per_epoch = num_examples // batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} training examples")
-  if start_step < 0:
-    raise ValueError(f"start_step={start_step} must be >= 0")
+  order = contract.TrainOrder(_num_examples(arrays), batch_size, seed, process_index, process_count)
+  _, prefix = contract.local_shape(batch_size, process_count, shape_prefix)
+  contract.check_start_step(start_step)
   # Validation above runs at call time; the generator below only on first next().
-  epoch, offset = divmod(start_step, steps_per_epoch)
-  return _train_iter(arrays, batch_size, local, process_index, prefix, seed, epoch, offset)
+  return _train_iter(arrays, order, start_step, prefix)
 
 
-def _train_iter(arrays, batch_size, local, process_index, prefix, seed, epoch, offset):
-  num_examples = _num_examples(arrays)
-  steps_per_epoch = num_examples // batch_size
-  while True:
-    order = np.random.default_rng((seed, epoch)).permutation(num_examples)
-    for step in range(offset, steps_per_epoch):
-      start = step * batch_size + process_index * local
-      yield _gather(arrays, order[start : start + local], prefix)
-    epoch, offset = epoch + 1, 0
+def _train_iter(arrays, order, start_step, prefix) -> Iterator[Batch]:
+  for step in itertools.count(start_step):
+    indices = order.local_indices(step)
+    yield {key: value[indices].reshape(*prefix, *value.shape[1:]) for key, value in arrays.items()}
 
 
 def eval_batches(
@@ -166,10 +72,9 @@ def eval_batches(
 ) -> Iterator[Batch]:
   """One pass over this process's evaluation shard, in order.
 
-  Every process yields the same number of batches (that of the largest shard), so
-  processes stepping a pmapped eval in lockstep never wait on one another. Missing
-  examples are zero-filled and flagged by `mask`; summing `mask`-weighted metrics
-  over all processes counts each of the N examples exactly once.
+  Every process yields the same number of batches (that of the largest shard). Missing
+  examples are zero-filled and flagged by `mask`; summing `mask`-weighted metrics over all
+  processes counts each of the N examples exactly once.
 
   Yields:
     {key: [*shape_prefix, ...], 'mask': float32 [*shape_prefix]} (1 real, 0 padding).
@@ -177,8 +82,8 @@ def eval_batches(
   if "mask" in arrays:
     raise ValueError("arrays already has a 'mask' key, which eval_batches adds")
   num_examples = _num_examples(arrays)
-  local, prefix = local_shape(batch_size, process_count, shape_prefix)
-  indices = padded_eval_indices(num_examples, local, process_index, process_count)
+  local, prefix = contract.local_shape(batch_size, process_count, shape_prefix)
+  indices = contract.padded_eval_indices(num_examples, local, process_index, process_count)
   return _eval_iter(arrays, indices, local, prefix)
 
 
@@ -193,6 +98,76 @@ def _eval_iter(arrays, indices, local, prefix) -> Iterator[Batch]:
       batch[key] = padded.reshape(*prefix, *value.shape[1:])
     batch["mask"] = real.astype(np.float32).reshape(prefix)
     yield batch
+
+
+def in_memory_data(
+  config: ml_collections.ConfigDict,
+  facts: contract.ModelFacts,
+  train: Batch,
+  test: Batch,
+  *,
+  prepare: Callable[[Batch], Batch],
+  augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+  process_index: int,
+  process_count: int,
+) -> contract.Data:
+  """`contract.Data` over numpy arrays {"inputs", "labels"}.
+
+  Args:
+    config: reads seed, batch_size, eval_batch_size.
+    facts: the evaluation inputs must carry `facts.eval_windows` windows, if any.
+    train, test: the splits; `test["inputs"]` is [N, W, ...] with W = facts.eval_windows > 0.
+    prepare: batch -> batch, deterministic (e.g. normalisation), for every batch.
+    augment: (one example's inputs, rng) -> inputs, random training augmentation before
+      `prepare`; slot j of step k draws from `TrainOrder.rng(AUGMENT_STREAM, k, j)`.
+    process_index, process_count: this process and how many share the global batch.
+  """
+  order = contract.TrainOrder(
+    _num_examples(train), config.batch_size, config.seed, process_index, process_count
+  )
+  contract.check_example(
+    prepare({key: value[:1] for key, value in test.items()}),
+    facts,
+    f"config.data.name={config.data.name!r} evaluation",
+    windows=facts.eval_windows,
+  )
+
+  def augmented(batch: Batch, step: int) -> Batch:
+    if augment is None:
+      return batch
+    inputs = [
+      augment(x, order.rng(contract.AUGMENT_STREAM, step, order.first_slot + i))
+      for i, x in enumerate(batch["inputs"])
+    ]
+    return {**batch, "inputs": np.stack(inputs)}
+
+  def local_train_batches(start_step: int, prefix: contract.Prefix) -> Iterator[Batch]:
+    _, prefix = contract.local_shape(config.batch_size, process_count, prefix)
+    raw = train_batches(
+      train,
+      config.batch_size,
+      seed=config.seed,
+      start_step=start_step,
+      process_index=process_index,
+      process_count=process_count,
+    )
+    return (
+      contract.to_prefix(prepare(augmented(batch, step)), prefix)
+      for step, batch in enumerate(raw, start_step)
+    )
+
+  def local_eval_batches(prefix: contract.Prefix) -> Iterator[Batch]:
+    raw = eval_batches(
+      test,
+      config.eval_batch_size,
+      process_index=process_index,
+      process_count=process_count,
+      shape_prefix=prefix,
+    )
+    return map(prepare, raw)
+
+  example = prepare(augmented({key: value[:1] for key, value in train.items()}, 0))
+  return contract.Data(len(train["labels"]), local_train_batches, local_eval_batches, example)
 
 
 _END = object()

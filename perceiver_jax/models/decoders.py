@@ -7,7 +7,14 @@
 * `ClassificationPostprocessor` / `ProjectionPostprocessor`: the official release's
   postprocessors, for decoders that output features rather than logits.
 
-Shapes: z [B, N, D] latents; queries [B, O, Cq] for O output points.
+Every decoder is used the same way, as in the official release: first
+`query = decoder.decoder_query(inputs, modality_sizes=None, inputs_without_pos=None,
+subsampled_points=None)` builds the output queries from what the decoder needs (None for
+`ProjectionDecoder`, which has none), then `decoder(query, z, *, is_training,
+query_mask=None)` decodes the latents.
+
+Shapes: inputs [B, M, C] the encoder's input array; z [B, N, D] latents; queries [B, O, Cq]
+for O output points.
 """
 
 from __future__ import annotations
@@ -69,14 +76,19 @@ class BasicDecoder(hk.Module):
   def decoder_query(
     self,
     inputs: jax.Array,
+    modality_sizes: dict[str, int] | None = None,
     inputs_without_pos: jax.Array | None = None,
     subsampled_points: jax.Array | None = None,
   ) -> jax.Array:
     """Output queries [B, O, Cq] for the encoder's inputs [B, M, C].
 
     `subsampled_points` ([O] flat indices into `output_index_dims`) selects a subset
-    of the output points, as when decoding a random sample of pixels.
+    of the output points, as when decoding a random sample of pixels. With
+    `concat_preprocessed_input`, `inputs_without_pos` [B, O, C'] (one per output point)
+    is concatenated before the position queries. `modality_sizes` is unused here: it is
+    part of the interface for decoders over several modalities.
     """
+    del modality_sizes
     batch_size = inputs.shape[0]
     if self._position_encoding_type == "trainable":
       query = self.output_pos_enc(batch_size)  # [B, prod(output_index_dims), Cq]
@@ -137,11 +149,26 @@ class ClassificationDecoder(hk.Module):
       output_num_channels=num_classes, output_index_dims=(1,), **decoder_kwargs
     )
 
-  def decoder_query(self, inputs: jax.Array, inputs_without_pos: jax.Array | None = None):
-    return self.decoder.decoder_query(inputs, inputs_without_pos)
+  def decoder_query(
+    self,
+    inputs: jax.Array,
+    modality_sizes: dict[str, int] | None = None,
+    inputs_without_pos: jax.Array | None = None,
+    subsampled_points: jax.Array | None = None,
+  ) -> jax.Array:
+    """The one class query [B, 1, Cq]."""
+    return self.decoder.decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points)
 
-  def __call__(self, query: jax.Array, z: jax.Array, *, is_training: bool) -> jax.Array:
-    return self.decoder(query, z, is_training=is_training)[:, 0, :]
+  def __call__(
+    self,
+    query: jax.Array,
+    z: jax.Array,
+    *,
+    is_training: bool,
+    query_mask: jax.Array | None = None,
+  ) -> jax.Array:
+    """query [B, 1, Cq], z [B, N, D] -> logits [B, num_classes]."""
+    return self.decoder(query, z, is_training=is_training, query_mask=query_mask)[:, 0, :]
 
 
 class ProjectionDecoder(hk.Module):
@@ -158,8 +185,26 @@ class ProjectionDecoder(hk.Module):
       num_classes, w_init=w_init or hk.initializers.Constant(0.0), name="logits"
     )
 
-  def __call__(self, z: jax.Array, *, is_training: bool) -> jax.Array:
-    del is_training
+  def decoder_query(
+    self,
+    inputs: jax.Array,
+    modality_sizes: dict[str, int] | None = None,
+    inputs_without_pos: jax.Array | None = None,
+    subsampled_points: jax.Array | None = None,
+  ) -> None:
+    """No query: the latents are pooled."""
+    del inputs, modality_sizes, inputs_without_pos, subsampled_points
+
+  def __call__(
+    self,
+    query: None,
+    z: jax.Array,
+    *,
+    is_training: bool,
+    query_mask: jax.Array | None = None,
+  ) -> jax.Array:
+    """z [B, N, D] -> logits [B, num_classes]; `query` and `query_mask` are unused."""
+    del query, is_training, query_mask
     return self.final_layer(jnp.mean(z, axis=1))
 
 

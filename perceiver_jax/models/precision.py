@@ -8,8 +8,8 @@ encoder and decoder inside `compute_in(jnp.bfloat16)`:
   * every floating-point parameter is cast to bfloat16 where it is read, so the matmuls
     run in bfloat16, and the gradients flow back through the cast to float32.
 The reductions that bfloat16 would spoil stay in float32 where they are computed:
-attention logits and softmax (`attention.attend_kv`), LayerNorm statistics
-(`attention.layer_norm`, and `in_float32` around `hk.LayerNorm`) and BatchNorm statistics
+attention logits and softmax (`attention_kernels.attend_kv`), LayerNorm statistics
+(`attention_kernels.layer_norm`, and `in_float32` around `hk.LayerNorm`) and BatchNorm statistics
 (`in_float32`). The preprocessor runs before, in float32, and `model.build_model` returns
 float32 logits.
 """

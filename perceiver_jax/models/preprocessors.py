@@ -49,13 +49,10 @@ class Conv2DDownsample(hk.Module):
     self,
     num_layers: int = 1,
     num_channels: int = 64,
-    use_batchnorm: bool = True,
     bn_decay_rate: float = 0.9,
-    bn_cross_replica_axis: str | None = None,
     name: str | None = None,
   ):
     super().__init__(name=name)
-    self._use_batchnorm = use_batchnorm
     self.layers = []
     self.batchnorms = []
     for _ in range(num_layers):
@@ -64,22 +61,16 @@ class Conv2DDownsample(hk.Module):
           num_channels, kernel_shape=7, stride=2, with_bias=False, padding="SAME", name="conv"
         )
       )
-      if use_batchnorm:
-        self.batchnorms.append(
-          hk.BatchNorm(
-            create_scale=True,
-            create_offset=True,
-            decay_rate=bn_decay_rate,
-            cross_replica_axis=bn_cross_replica_axis,
-            name="batchnorm",
-          )
+      self.batchnorms.append(
+        hk.BatchNorm(
+          create_scale=True, create_offset=True, decay_rate=bn_decay_rate, name="batchnorm"
         )
+      )
 
   def __call__(self, x: jax.Array, *, is_training: bool) -> jax.Array:
-    for i, conv in enumerate(self.layers):
+    for conv, batchnorm in zip(self.layers, self.batchnorms, strict=True):
       x = conv(x)
-      if self._use_batchnorm:
-        x = self.batchnorms[i](x, is_training=is_training)
+      x = batchnorm(x, is_training=is_training)
       x = jax.nn.relu(x)
       x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding="SAME")
     return x
@@ -97,11 +88,8 @@ class ImagePreprocessor(hk.Module):
     fourier_kwargs: dict | None = None,
     trainable_kwargs: dict | None = None,
     project_pos_dim: int = -1,
-    n_extra_pos_mlp: int = 0,
     concat_or_add_pos: str = "concat",
     conv_after_patching: bool = False,
-    conv2d_use_batchnorm: bool = True,
-    bn_cross_replica_axis: str | None = None,
     permutation_seed: int | None = None,
     name: str = "image_preprocessor",
   ):
@@ -117,7 +105,6 @@ class ImagePreprocessor(hk.Module):
     self._fourier_kwargs = fourier_kwargs
     self._trainable_kwargs = trainable_kwargs
     self._project_pos_dim = project_pos_dim
-    self._n_extra_pos_mlp = n_extra_pos_mlp
     self._concat_or_add_pos = concat_or_add_pos
     self._conv_after_patching = conv_after_patching
     self._permutation_seed = permutation_seed
@@ -127,12 +114,7 @@ class ImagePreprocessor(hk.Module):
         raise ValueError(
           f"prep_type='conv' needs spatial_downsample a power of 4, got {spatial_downsample}"
         )
-      self.convnet = Conv2DDownsample(
-        num_layers=num_layers,
-        num_channels=num_channels,
-        use_batchnorm=conv2d_use_batchnorm,
-        bn_cross_replica_axis=bn_cross_replica_axis,
-      )
+      self.convnet = Conv2DDownsample(num_layers=num_layers, num_channels=num_channels)
     elif prep_type == "conv1x1":
       self.convnet_1x1 = hk.Conv2D(num_channels, kernel_shape=1, stride=spatial_downsample)
 
@@ -148,10 +130,6 @@ class ImagePreprocessor(hk.Module):
       trainable_kwargs=self._trainable_kwargs,
       project_pos_dim=self._project_pos_dim,
     )
-    for i in range(self._n_extra_pos_mlp):
-      pos_enc = pos_enc + hk.Linear(pos_enc.shape[-1])(pos_enc)
-      if i < self._n_extra_pos_mlp - 1:
-        pos_enc = jax.nn.relu(pos_enc)
     pos_enc = pos_enc.astype(inputs.dtype)
     if self._concat_or_add_pos == "concat":
       return jnp.concatenate([inputs, pos_enc], axis=-1)

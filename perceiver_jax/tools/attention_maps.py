@@ -3,7 +3,7 @@
 `cross_attention_weights(cfg, params, state, images)` runs the model and returns, for each
 cross-attend in call order, its attention weights [B, heads, latents, inputs]: the softmax
 over the inputs of each latent's query. They are recorded by wrapping
-`attention.attend_kv` while the model is traced, and recomputed from the same queries and
+`attention_kernels.attend_kv` while the model is traced, and recomputed from the same queries and
 keys it receives, so the model code carries no hook. `plot_run` draws them for a few test
 images next to the input and saves PNGs.
 """
@@ -20,14 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax import model
-from perceiver_jax.models import attention
+from perceiver_jax.modalities import image
+from perceiver_jax.models import attention_kernels
 
 
 @contextlib.contextmanager
 def _recording():
   """Yields a list that collects (module name, weights [B, H, N, M]) of every attention call."""
   records = []
-  original = attention.attend_kv
+  original = attention_kernels.attend_kv
 
   def recording_attend_kv(q, kv_inputs, kv_fn, mask=None, **kwargs):
     keys, _ = kv_fn(kv_inputs)  # [B, M, H, Dk]
@@ -38,17 +39,17 @@ def _recording():
     records.append((hk.experimental.current_name(), jax.nn.softmax(logits)))
     return original(q, kv_inputs, kv_fn, mask, **kwargs)
 
-  attention.attend_kv = recording_attend_kv
+  attention_kernels.attend_kv = recording_attend_kv
   try:
     yield records
   finally:
-    attention.attend_kv = original
+    attention_kernels.attend_kv = original
 
 
 def cross_attention_weights(cfg, params, state, images) -> list[np.ndarray]:
   """[B, heads, latents, inputs] float32 per cross-attend, in the order they run."""
-  if model.architecture(cfg) != "perceiver":
-    raise ValueError(f"attention maps need a Perceiver, not {model.architecture(cfg)!r}")
+  if cfg.architecture != "perceiver":
+    raise ValueError(f"attention maps need a Perceiver, not {cfg.architecture!r}")
   forward = model.build_model(cfg)
 
   def run(params, state, images):
@@ -63,7 +64,7 @@ def input_order(cfg) -> np.ndarray:
   """For each input element as the model sees it, its index in the unpermuted grid."""
   from perceiver_jax.models import preprocessors
 
-  rows, cols = model.input_grid(cfg)
+  rows, cols = image.input_grid(cfg)
   if cfg.input.permute_pixels:
     return preprocessors.fixed_permutation(rows * cols, cfg.input.permutation_seed)
   return np.arange(rows * cols)
@@ -71,7 +72,7 @@ def input_order(cfg) -> np.ndarray:
 
 def to_grid_maps(weights: np.ndarray, cfg) -> np.ndarray:
   """[..., inputs] weights -> [..., rows, cols] on the image grid (un-permuted)."""
-  rows, cols = model.input_grid(cfg)
+  rows, cols = image.input_grid(cfg)
   grid = np.zeros((*weights.shape[:-1], rows * cols), weights.dtype)
   grid[..., input_order(cfg)] = weights
   return grid.reshape(*weights.shape[:-1], rows, cols)
@@ -94,13 +95,12 @@ def plot_run(
   import matplotlib.pyplot as plt
 
   from perceiver_jax import checkpointing
-  from perceiver_jax.data import datasets
   from perceiver_jax.data import fashion_mnist
 
   _, params, state = checkpointing.load_trained_model(run_dir, cfg)
   raw, labels = fashion_mnist.load_split("test", data_dir)
   raw, labels = raw[:num_images], labels[:num_images]
-  images = datasets.normalize_fashion_mnist(raw)
+  images = fashion_mnist.normalize(raw)
   weights = cross_attention_weights(cfg, params, state, images)
   # Heads averaged; the first and the last cross-attend (the later one's weights are the ones
   # every cross-attend after the first would share).

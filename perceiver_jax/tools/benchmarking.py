@@ -1,256 +1,53 @@
-"""The benchmark suite's workloads, analytic FLOP counts and measurements.
+"""The benchmark suite's measurements: training and inference speed, FLOP utilisation,
+memory and compile time of a model case, and the ImageNet input pipeline's speed.
 
-`scripts/benchmark.py` is the command line; this module holds what it measures so that
-tests can check the pieces (the FLOP counts against XLA's, the workload shapes).
-
-Workloads (fixed, so that results compare across commits):
-  io-small         Perceiver IO layout: 64x64x3 pixels + 2-D Fourier features (64 bands,
-                   max resolution 64) = 4,096 x 261 inputs; latents 256 x 512; one
-                   cross-attend (1 head, qk = v = 261); 2 blocks of 4 shared self-attends
-                   (8 heads); widening 1; one 512-d classification query with a query
-                   residual; 10 classes; batch 8.
-  perceiver-small  the original Perceiver layout on the same inputs: latents 128 x 256,
-                   4 interleaved cross-attends (the first with its own weights, the other
-                   3 sharing one set), 4 shared blocks of 2 self-attends, mean-pool head;
-                   batch 8.
-  imagenet-long    224x224 pixels (50,176 x 261 inputs), latents 512 x 1024, one
-                   cross-attend and one self-attend, classification query; batch 2;
-                   plain and chunked cross-attention.
-  scaling          io-small's model on M = 1,024 ... 65,536 inputs (square images), next
-                   to a Transformer encoder on the same inputs.
-
-FLOPs are counted as in the papers' and most MFU reports: matrix multiplies only, a
-multiply and an add counted separately (2 per multiply-accumulate); a training step is 3x
-the forward pass (the backward pass computes the gradient of each product with respect to
-both of its operands). Elementwise work (softmax, LayerNorm, GELU) is left out; XLA's cost
-analysis, reported beside it, counts it.
+The workloads are in `benchmark_workloads.py`, the FLOP counts in `flops.py`, the tables and
+the suite's run in `benchmark_report.py` and `benchmark_suite.py`; `scripts/benchmark.py` is
+the command line.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import concurrent.futures
 import functools
-import math
+import multiprocessing
 import os
-import pathlib
 import resource
 import statistics
+import tempfile
 import time
+from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
+import optax
 
-from perceiver_jax import atomic
 from perceiver_jax import model as model_lib
-from perceiver_jax import registry
-from perceiver_jax.models import encoder as encoder_lib
-
-WORKLOADS = ("io-small", "perceiver-small", "imagenet-long", "scaling")
-SCALING_INPUTS = (1024, 4096, 16384, 65536)
-# The Transformer's [B, H, M, M] attention (logits, weights and their gradients) outgrows
-# this machine's memory beyond this many inputs at the scaling workload's batch.
-SCALING_TRANSFORMER_MAX_INPUTS = 4096
-
-
-@dataclasses.dataclass(frozen=True)
-class Case:
-  """One measured configuration: a model config at a batch size, with a label."""
-
-  workload: str
-  label: str
-  model: ml_collections.ConfigDict
-  batch_size: int
-
-
-def _pixels_model(side: int) -> ml_collections.ConfigDict:
-  """`side` x `side` x 3 pixels + 64-band 2-D Fourier features (261 channels), 10 classes."""
-  cfg = registry.get_model_config("io_fourier")
-  cfg.input_shape = (side, side, 3)
-  cfg.num_classes = 10
-  cfg.input.fourier.max_resolution = (side, side)
-  return cfg
-
-
-def io_small(side: int = 64) -> ml_collections.ConfigDict:
-  cfg = _pixels_model(side)
-  cfg.input.fourier.max_resolution = (64, 64)
-  cfg.num_latents = 256
-  cfg.num_latent_channels = 512
-  cfg.num_blocks = 2
-  cfg.num_self_attends_per_block = 4
-  cfg.num_cross_attends = 1
-  return cfg
-
-
-def perceiver_small() -> ml_collections.ConfigDict:
-  cfg = _pixels_model(64)
-  cfg.num_latents = 128
-  cfg.num_latent_channels = 256
-  cfg.num_blocks = 4
-  cfg.num_self_attends_per_block = 2
-  cfg.num_cross_attends = 4
-  cfg.cross_attend_placement = "interleaved"
-  cfg.decoder.type = "projection"
-  return cfg
-
-
-def imagenet_long(chunk_size: int = 0) -> ml_collections.ConfigDict:
-  cfg = _pixels_model(224)
-  cfg.num_blocks = 1
-  cfg.num_self_attends_per_block = 1
-  cfg.num_cross_attends = 1
-  cfg.attention_chunk_size = chunk_size
-  return cfg
-
-
-def scaling_transformer(side: int) -> ml_collections.ConfigDict:
-  """A Transformer encoder on the same side x side pixels + Fourier features: a 256-wide
-  embedding, 2 layers of 4 heads, widening 4, mean-pool head."""
-  cfg = _pixels_model(side)
-  cfg.input.fourier.max_resolution = (64, 64)
-  cfg.architecture = "transformer"
-  cfg.baseline = dict(
-    stage_channels=(32,),
-    blocks_per_stage=1,
-    num_channels=256,
-    num_layers=2,
-    num_heads=4,
-    patch_size=1,
-    widening_factor=4,
-  )
-  return cfg
-
-
-def cases(workload: str, chunk_size: int = 4096) -> list[Case]:
-  """The configurations a workload measures."""
-  if workload == "io-small":
-    return [Case(workload, "io-small", io_small(), 8)]
-  if workload == "perceiver-small":
-    return [Case(workload, "perceiver-small", perceiver_small(), 8)]
-  if workload == "imagenet-long":
-    return [
-      Case(workload, "plain", imagenet_long(0), 2),
-      Case(workload, f"chunked {chunk_size}", imagenet_long(chunk_size), 2),
-    ]
-  if workload == "scaling":
-    out = []
-    for inputs in SCALING_INPUTS:
-      side = math.isqrt(inputs)
-      out.append(Case(workload, f"perceiver M={inputs}", io_small(side), 2))
-      if inputs <= SCALING_TRANSFORMER_MAX_INPUTS:
-        out.append(Case(workload, f"transformer M={inputs}", scaling_transformer(side), 2))
-    return out
-  raise ValueError(f"unknown workload {workload!r}; expected one of {WORKLOADS}")
-
-
-# ---------------------------------------------------------------------------------------
-# Analytic FLOPs.
-
-
-def _block_flops(num_q, num_kv, q_width, kv_width, qk, v, out_width, widening) -> int:
-  """Forward FLOPs of one attention block (Q/K/V/output projections, QK^T, AV, MLP)."""
-  projections = num_q * q_width * qk + num_kv * kv_width * (qk + v) + num_q * v * out_width
-  attention = num_q * num_kv * (qk + v)
-  mlp = 2 * num_q * out_width * widening * out_width
-  return 2 * (projections + attention + mlp)
-
-
-def _preprocessor_flops(cfg: ml_collections.ConfigDict) -> int:
-  """Forward FLOPs of an image preprocessor's convolutions and position projection."""
-  if model_lib.modality(cfg) != "image":
-    return 0
-  inp = cfg.input
-  height, width, channels = cfg.input_shape
-  rows, cols = model_lib.input_grid(cfg)
-  flops = 0
-  if inp.prep_type == "conv":
-    # 7x7 stride-2 conv from the pixels (then a stride-2 max pool) per factor of 4.
-    size, in_channels = (height, width), channels
-    for _ in range(int(round(math.log(inp.spatial_downsample, 4)))):
-      size = (-(-size[0] // 2), -(-size[1] // 2))
-      flops += 2 * size[0] * size[1] * 49 * in_channels * inp.num_channels
-      size = (-(-size[0] // 2), -(-size[1] // 2))
-      in_channels = inp.num_channels
-  elif inp.prep_type == "conv1x1":
-    flops += 2 * rows * cols * channels * inp.num_channels
-  elif inp.prep_type == "patches" and inp.conv_after_patching:
-    flops += 2 * rows * cols * inp.spatial_downsample**2 * channels * inp.num_channels
-  if inp.project_pos_dim > 0:
-    if inp.position_encoding_type == "fourier":
-      from perceiver_jax.models import position_encoding  # noqa: PLC0415
-
-      pos = position_encoding.num_fourier_channels(
-        2, inp.fourier.num_bands, inp.fourier.concat_pos, inp.fourier.sine_only
-      )
-    else:
-      pos = inp.trainable.num_channels
-    flops += 2 * rows * cols * pos * inp.project_pos_dim
-  return flops
-
-
-def _num_inputs(cfg: ml_collections.ConfigDict) -> int:
-  if model_lib.modality(cfg) == "points":
-    return cfg.input_shape[0]
-  rows, cols = model_lib.input_grid(cfg)
-  return rows * cols
-
-
-def forward_flops(cfg: ml_collections.ConfigDict) -> int | None:
-  """Matrix-multiply FLOPs of one example's forward pass; None where not counted
-  (ConvNet baselines, audio/video models)."""
-  kind, arch = model_lib.modality(cfg), model_lib.architecture(cfg)
-  if kind == "audio_video" or arch in ("convnet", "vit"):
-    return None
-  num_inputs, in_width = _num_inputs(cfg), model_lib.input_channels(cfg)
-  flops = _preprocessor_flops(cfg)
-  if arch == "transformer":
-    base = cfg.baseline
-    width = base.num_channels
-    flops += 2 * num_inputs * in_width * width
-    layer = _block_flops(
-      num_inputs, num_inputs, width, width, width, width, width, base.widening_factor
-    )
-    return flops + base.num_layers * layer + 2 * width * cfg.num_classes
-  latents, width = cfg.num_latents, cfg.num_latent_channels
-  cross_qk = cfg.cross_attend_qk_channels or in_width
-  cross_v = cfg.cross_attend_v_channels or cross_qk
-  cross = _block_flops(
-    latents, num_inputs, width, in_width, cross_qk, cross_v, width, cfg.cross_attend_widening_factor
-  )
-  # Cross-attends that share weights see the same inputs, so their keys and values are
-  # the same: the encoder computes them, and their gradients, once per weight set.
-  key_value = 2 * num_inputs * in_width * (cross_qk + cross_v)
-  num_sets = (
-    encoder_lib.cross_attend_weight_index(cfg.num_cross_attends - 1, cfg.share_cross_attend_weights)
-    + 1
-  )
-  flops -= (cfg.num_cross_attends - num_sets) * key_value
-  latent = _block_flops(
-    latents, latents, width, width, width, width, width, cfg.self_attend_widening_factor
-  )
-  flops += cfg.num_cross_attends * cross
-  flops += cfg.num_blocks * cfg.num_self_attends_per_block * latent
-  if cfg.decoder.type == "classification":
-    flops += _block_flops(1, latents, width, width, width, width, width, 1)
-  return flops + 2 * width * cfg.num_classes
-
-
-def train_flops(cfg: ml_collections.ConfigDict) -> int | None:
-  """Matrix-multiply FLOPs of one example's training step: forward + backward = 3 x forward."""
-  forward = forward_flops(cfg)
-  return None if forward is None else 3 * forward
-
-
-# ---------------------------------------------------------------------------------------
-# Measurements.
+from perceiver_jax import optimizer as optimizer_lib
+from perceiver_jax import tasks
+from perceiver_jax import train_step as ts
+from perceiver_jax.tools import benchmark_workloads as workloads
+from perceiver_jax.tools import flops
+from perceiver_jax.tools import synthetic_imagenet
 
 
 def peak_rss_bytes() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def _median_seconds(fn, steps: int, warmup: int) -> float:
-  import jax  # noqa: PLC0415
+def in_fresh_process(function: Callable[..., dict], *args) -> dict:
+  """`function(*args)` run in a new Python process, so that its peak RSS is its own.
 
+  `function` must be a module-level function (the new process imports it by name).
+  """
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+    return pool.submit(function, *args).result()
+
+
+def _median_seconds(fn, steps: int, warmup: int) -> float:
   for _ in range(warmup):
     jax.block_until_ready(fn())
   times = []
@@ -263,37 +60,22 @@ def _median_seconds(fn, steps: int, warmup: int) -> float:
 
 @functools.cache
 def _jitted_matmul():
-  import jax  # noqa: PLC0415
-
   return jax.jit(lambda a, b: a @ b)
-
-
-def _matmul(a, b):
-  return _jitted_matmul()(a, b)
 
 
 def matmul_peak(dtype: str = "float32", sizes=(1024, 2048, 3072), steps: int = 10) -> dict:
   """This machine's matmul throughput: the best over `sizes` of the median time of an
   n x n x n product in `dtype` (FLOP/s, 2 n^3 per product)."""
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-
   best = {"flops_per_s": 0.0}
   for n in sizes:
     keys = jax.random.split(jax.random.PRNGKey(n), 2)
     a = jax.random.normal(keys[0], (n, n), jnp.float32).astype(dtype)
     b = jax.random.normal(keys[1], (n, n), jnp.float32).astype(dtype)
-    seconds = _median_seconds(lambda a=a, b=b: _matmul(a, b), steps, warmup=2)
+    seconds = _median_seconds(lambda a=a, b=b: _jitted_matmul()(a, b), steps, warmup=2)
     rate = 2 * n**3 / seconds
     if rate > best["flops_per_s"]:
       best = {"flops_per_s": rate, "size": n, "dtype": dtype}
   return best
-
-
-def _xla_flops(compiled) -> float | None:
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list | tuple) else cost
-  return float(cost["flops"]) if cost and "flops" in cost else None
 
 
 def _xla_bytes(compiled) -> int | None:
@@ -311,23 +93,22 @@ def _xla_bytes(compiled) -> int | None:
 
 
 def _device_peak_bytes() -> int | None:
-  import jax  # noqa: PLC0415
-
   stats = jax.local_devices()[0].memory_stats()
   return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
 
 
-def measure(case: Case, *, dtype: str, steps: int, warmup: int, inference: bool = True) -> dict:
+def _inputs_and_labels(cfg: ml_collections.ConfigDict, batch_size: int):
+  """Random inputs [B, ...] and int labels [B] (cycling over the classes)."""
+  inputs = model_lib.dummy_inputs(cfg, batch_size)
+  inputs = jax.random.normal(jax.random.PRNGKey(0), inputs.shape, inputs.dtype)
+  return inputs, jnp.arange(batch_size) % cfg.num_classes
+
+
+def measure(
+  case: workloads.Case, *, dtype: str, steps: int, warmup: int, inference: bool = True
+) -> dict:
   """Compiles and times the training step (forward, backward, clipping, LAMB) and the
   inference forward pass of `case` on one device, with synthetic inputs held on it."""
-  import jax  # noqa: PLC0415
-  import jax.numpy as jnp  # noqa: PLC0415
-  import numpy as np  # noqa: PLC0415
-  import optax  # noqa: PLC0415
-
-  from perceiver_jax import optimizer as optimizer_lib  # noqa: PLC0415
-  from perceiver_jax import train_step as ts  # noqa: PLC0415
-
   cfg = ml_collections.ConfigDict(case.model.to_dict())
   if dtype != "float32":
     cfg.compute_dtype = dtype
@@ -335,9 +116,7 @@ def measure(case: Case, *, dtype: str, steps: int, warmup: int, inference: bool 
   schedule = optax.constant_schedule(1e-3)
   tx = optimizer_lib.make_optimizer(optimizer_lib.default_optimizer_config(), schedule)
   batch_size = case.batch_size
-  inputs = model_lib.dummy_inputs(cfg, batch_size)
-  inputs = jax.random.normal(jax.random.PRNGKey(0), inputs.shape, inputs.dtype)
-  labels = jnp.arange(batch_size) % cfg.num_classes
+  inputs, labels = _inputs_and_labels(cfg, batch_size)
   state = jax.jit(lambda rng: ts.init_train_state(forward, tx, rng, inputs[:1]))(
     jax.random.PRNGKey(1)
   )
@@ -346,11 +125,14 @@ def measure(case: Case, *, dtype: str, steps: int, warmup: int, inference: bool 
   to_device = jax.pmap(lambda tree: tree, devices=jax.local_devices()[:1])
   state = to_device(ts.replicate(state, 1))
   batch = to_device(ts.replicate({"inputs": inputs, "labels": labels}, 1))
-  step = jax.pmap(ts.make_train_step(forward, tx, schedule), axis_name=ts.AXIS, donate_argnums=(0,))
+  task = tasks.get(tasks.default_config("classification"))
+  step = jax.pmap(
+    ts.make_train_step(forward, tx, schedule, task), axis_name=ts.AXIS, donate_argnums=(0,)
+  )
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
-  xla_train_flops = _xla_flops(compiled)
+  xla_train_flops = flops.xla_flops(compiled)
   holder = {"state": state}
 
   def train_once():
@@ -364,12 +146,12 @@ def measure(case: Case, *, dtype: str, steps: int, warmup: int, inference: bool 
     "label": case.label,
     "dtype": dtype,
     "batch_size": batch_size,
-    "num_inputs": _num_inputs(cfg),
+    "num_inputs": flops.num_inputs(cfg),
     "num_params": num_params,
     "compile_s": compile_s,
     "train_step_s": train_s,
     "train_examples_per_s": batch_size / train_s,
-    "train_flops_per_example": train_flops(cfg),
+    "train_flops_per_example": flops.train_flops(cfg),
     "xla_train_flops_per_example": None
     if xla_train_flops is None
     else xla_train_flops / batch_size,
@@ -387,11 +169,110 @@ def measure(case: Case, *, dtype: str, steps: int, warmup: int, inference: bool 
     result.update(
       inference_s=infer_s,
       inference_examples_per_s=batch_size / infer_s,
-      forward_flops_per_example=forward_flops(cfg),
+      forward_flops_per_example=flops.forward_flops(cfg),
     )
   result["device_peak_bytes"] = _device_peak_bytes()
   result["peak_rss_bytes"] = peak_rss_bytes()
   return result
+
+
+def measure_workload_case(workload: str, index: int, dtype: str, steps: int, chunk: int) -> dict:
+  """`measure` of case `index` of a model workload, `steps` timed steps (0: its default)."""
+  case = workloads.cases(workload, chunk)[index]
+  default_steps, warmup = workloads.STEPS[workload]
+  return measure(case, dtype=dtype, steps=steps or default_steps, warmup=warmup)
+
+
+def measure_memory(variant: str, mode: str, batch_size: int, chunk: int, steps: int) -> dict:
+  """imagenet-memory: compiles and times forward + backward (the classification task's loss,
+  gradients of all parameters, no optimizer) of `variant` in one of `MEMORY_MODES`."""
+  case = workloads.memory_case(variant, mode, batch_size, chunk)
+  cfg = case.model
+  forward = model_lib.build_model(cfg)
+  task = tasks.get(tasks.default_config("classification"))
+  images, labels = _inputs_and_labels(cfg, batch_size)
+  params, state = forward.init(jax.random.PRNGKey(1), images[:1], is_training=True)
+
+  def loss_fn(params, state, images, labels):
+    logits, state = forward.apply(params, state, None, images, is_training=True)
+    return task.loss(logits, {"labels": labels})[0], state
+
+  step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+  start = time.perf_counter()
+  compiled = step.lower(params, state, images, labels).compile()
+  compile_s = time.perf_counter() - start
+  analysis = compiled.memory_analysis()
+  outputs = {}
+
+  def step_once():
+    outputs["loss_and_grads"] = compiled(params, state, images, labels)
+    return outputs["loss_and_grads"][1]
+
+  step_s = _median_seconds(step_once, steps, warmup=1)
+  (loss, _), grads = outputs["loss_and_grads"]
+  grad_norm = float(optimizer_lib.global_norm(grads))
+  return {
+    "variant": variant,
+    "mode": mode,
+    "batch_size": batch_size,
+    "chunk_size": cfg.attention_chunk_size,
+    "num_params": model_lib.count_params(params),
+    "xla_temp_bytes": int(analysis.temp_size_in_bytes),
+    "xla_total_bytes": int(
+      analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
+    ),
+    "peak_rss_bytes": peak_rss_bytes(),
+    "compile_s": compile_s,
+    "step_s_median": step_s,
+    "loss": float(loss),
+    "grad_norm": grad_norm,
+    "finite": bool(np.isfinite(float(loss)) and np.isfinite(grad_norm)),
+  }
+
+
+def measure_input_throughput(
+  config: ml_collections.ConfigDict, num_images: int, steps: int
+) -> dict:
+  """Images/s of the ImageNet training batches of `config` (its batch size and workers)
+  on `num_images` synthetic ImageNet-sized JPEGs written and built in a temporary folder."""
+  from perceiver_jax.data import datasets  # noqa: PLC0415 (grain and TFDS: this workload only)
+  from perceiver_jax.data.prepare import imagenet as imagenet_prepare  # noqa: PLC0415
+
+  batch_size, workers = config.batch_size, config.data.num_workers
+  with tempfile.TemporaryDirectory() as root:
+    sizes = synthetic_imagenet.write_train_tar(root, num_images)
+    data_dir = os.path.join(root, "tfds")
+    imagenet_prepare.build(root, data_dir)
+    config.data.data_dir = data_dir
+    config.data.eval_split = "train"  # only the training split is built and timed
+    facts = datasets.ModelFacts(model_lib.input_shapes(config.model), config.model.num_classes)
+    data = datasets.load(config, facts)
+    batches = data.train_batches(0, (batch_size,))
+    # Workers deliver their batches in turn, so time windows of one batch per worker,
+    # after the batches that the workers' start-up let pile up.
+    window = max(1, workers)
+    for _ in range(2 * window):
+      next(batches)
+    rates, cpu_rates = [], []
+    for _ in range(max(1, steps // window)):
+      start, cpu_start = time.perf_counter(), time.process_time()
+      for _ in range(window):
+        next(batches)
+      rates.append(window * batch_size / (time.perf_counter() - start))
+      cpu_rates.append(window * batch_size / (time.process_time() - cpu_start))
+  images_per_s = statistics.median(rates)
+  return {
+    "workload": "imagenet-input",
+    "num_workers": workers,
+    "batch_size": batch_size,
+    "timed_batches": len(rates) * window,
+    "jpeg_kib_mean": float(np.mean(sizes)) / 1024,
+    "images_per_s_median": images_per_s,
+    "images_per_s_per_core": images_per_s / max(1, workers),
+    # Images per CPU-second of this process, which does all the work when workers == 0:
+    # the per-core speed even when other jobs share the machine.
+    "images_per_cpu_s": statistics.median(cpu_rates) if workers == 0 else None,
+  }
 
 
 def utilisation(result: dict, peak_flops_per_s: float) -> dict:
@@ -399,7 +280,7 @@ def utilisation(result: dict, peak_flops_per_s: float) -> dict:
   out = {}
   if result.get("train_flops_per_example"):
     out["train_mfu"] = (
-      result["train_flops_per_example"] * result["train_examples_per_s"] / (peak_flops_per_s)
+      result["train_flops_per_example"] * result["train_examples_per_s"] / peak_flops_per_s
     )
   if result.get("forward_flops_per_example") and result.get("inference_examples_per_s"):
     out["inference_mfu"] = (
@@ -423,26 +304,3 @@ def median_run(runs: list[dict]) -> dict:
     "rounds": len(runs),
     "train_step_s_runs": [r["train_step_s"] for r in runs],
   }
-
-
-def update_results(path: str, sections: dict[str, str]) -> None:
-  """Replaces (or appends) each `## title` section of the Markdown file at `path`."""
-  text = (
-    pathlib.Path(path).read_text()
-    if os.path.exists(path)
-    else (
-      "# Benchmarks\n\nWritten by `scripts/benchmark.py --results=benchmarks/results.md`; each "
-      "section names its machine, commit and command.\n\n"
-    )
-  )
-  for title, section in sections.items():
-    heading = f"## {title}\n"
-    if heading in text:
-      start = text.index(heading)
-      end = text.find("\n## ", start + len(heading))
-      text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
-    else:
-      text = text.rstrip("\n") + "\n\n" + section
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with atomic.atomic_write(path, "w") as f:
-    f.write(text)

@@ -1,4 +1,6 @@
-"""Builds the TFDS `imagenet2012` dataset (array_record) from the ImageNet tars, without TensorFlow.
+"""Builds the TFDS `imagenet2012` dataset (array_record) from the ImageNet tars.
+
+`scripts/build_imagenet.py` is its command line.
 
 TFDS's own builder (`tfds build imagenet2012`) needs TensorFlow. `build()` here writes the
 same dataset with TFDS's generic writer: name `imagenet2012`, version 5.1.0, features
@@ -19,6 +21,7 @@ Inputs (the files from https://image-net.org/download-images):
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import tarfile
@@ -174,3 +177,29 @@ def build_with_tensorflow(manual_dir: str, data_dir: str) -> str:
   builder = tfds.builder("imagenet2012", data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return os.fspath(builder.data_dir)
+
+
+BACKENDS = ("auto", "tensorflow", "python")
+
+
+def prepare(
+  manual_dir: str, data_dir: str, *, backend: str = "auto", validation_labels: str | None = None
+) -> tuple[str, str]:
+  """Builds the dataset with `backend` ("auto": TensorFlow's builder when TensorFlow is
+  installed, else `build`); returns (the dataset's path, the backend used).
+
+  Raises ValueError (one line) when `manual_dir` holds neither tar or TensorFlow is missing.
+  """
+  if backend not in BACKENDS:
+    raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
+  manual_dir, data_dir = os.path.expanduser(manual_dir), os.path.expanduser(data_dir)
+  if not any(os.path.isfile(os.path.join(manual_dir, tar)) for tar in (TRAIN_TAR, VAL_TAR)):
+    raise ValueError(f"{manual_dir} holds neither {TRAIN_TAR} nor {VAL_TAR}")
+  has_tensorflow = importlib.util.find_spec("tensorflow") is not None
+  if backend == "auto":
+    backend = "tensorflow" if has_tensorflow else "python"
+  if backend == "tensorflow":
+    if not has_tensorflow:
+      raise ValueError("backend='tensorflow' needs TensorFlow: pip install -e .[tf]")
+    return build_with_tensorflow(manual_dir, data_dir), backend
+  return build(manual_dir, data_dir, validation_labels), backend
