@@ -101,16 +101,19 @@ def build_encoder(cfg: ml_collections.ConfigDict) -> encoder_lib.PerceiverEncode
 
 
 def _perceiver(cfg: ml_collections.ConfigDict):
-  """Encoder then decoder: `(inputs, inputs_without_pos, subsampled_points, *, is_training)
-  -> the decoder's outputs`."""
+  """Encoder then decoder: `(inputs, inputs_without_pos, modality_sizes, subsampled_points, *,
+  is_training) -> the decoder's outputs`."""
   encoder = build_encoder(cfg)
   decoder = DECODERS[cfg.decoder.type](cfg)
 
-  def apply(inputs, inputs_without_pos, subsampled_points, *, is_training):
+  def apply(inputs, inputs_without_pos, modality_sizes, subsampled_points, *, is_training):
     z = encoder.latents(inputs.shape[0])  # [B, N, D]
     z = encoder(inputs, z, is_training=is_training)  # [B, N, D]
     query = decoder.decoder_query(
-      inputs, inputs_without_pos=inputs_without_pos, subsampled_points=subsampled_points
+      inputs,
+      modality_sizes=modality_sizes,
+      inputs_without_pos=inputs_without_pos,
+      subsampled_points=subsampled_points,
     )  # [B, O, Cq], or None for a pooling decoder
     return decoder(query, z, is_training=is_training)
 
@@ -140,8 +143,8 @@ def _baseline(cfg: ml_collections.ConfigDict):
       name=cfg.architecture,
     )
 
-  def apply(inputs, inputs_without_pos, subsampled_points, *, is_training):
-    del inputs_without_pos
+  def apply(inputs, inputs_without_pos, modality_sizes, subsampled_points, *, is_training):
+    del inputs_without_pos, modality_sizes
     if subsampled_points is not None:
       raise ValueError(f"the {cfg.architecture} baseline has no output points to subsample")
     return classifier(inputs, is_training=is_training)
@@ -149,7 +152,8 @@ def _baseline(cfg: ml_collections.ConfigDict):
   return apply
 
 
-# architecture -> builder of `(inputs, inputs_without_pos, subsampled_points, *, is_training)`.
+# architecture -> builder of `(inputs, inputs_without_pos, modality_sizes, subsampled_points, *,
+# is_training) -> outputs`.
 ARCHITECTURES = {name: _baseline for name in baselines.ARCHITECTURES} | {"perceiver": _perceiver}
 
 
@@ -244,6 +248,7 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
   validate_model_config(cfg)
   dtype = jnp.dtype(cfg.compute_dtype)
   modality = modalities.get(cfg.modality)
+  sizes = modality.modality_sizes(cfg)
 
   def forward(raw_inputs, *, is_training: bool, subsampled_points=None) -> jax.Array:
     preprocessor = modality.build_preprocessor(cfg)
@@ -251,7 +256,9 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
     inputs, inputs_without_pos = preprocessor(raw_inputs, is_training=is_training)  # [B, M, C]
     inputs, inputs_without_pos = inputs.astype(dtype), inputs_without_pos.astype(dtype)
     with precision.compute_in(dtype):
-      outputs = network(inputs, inputs_without_pos, subsampled_points, is_training=is_training)
+      outputs = network(
+        inputs, inputs_without_pos, sizes, subsampled_points, is_training=is_training
+      )
     return jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
 
   return hk.transform_with_state(forward)

@@ -36,6 +36,9 @@ def test_every_adapter_has_the_same_interface(name, variant):
   out, without_pos = jax.eval_shape(fn.apply, params, None, inputs)
   assert out.shape[0] == 2 and out.shape[-1] == adapter.input_channels(cfg)
   assert without_pos.shape[:2] == out.shape[:2]
+  sizes = adapter.modality_sizes(cfg)
+  if sizes is not None:  # fused inputs: the sizes add up to M, in the order of the array
+    assert sum(sizes.values()) == out.shape[1] and list(sizes) == sorted(cfg.audio_video.modalities)
 
 
 def test_unknown_modality_names_the_field():

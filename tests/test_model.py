@@ -1,9 +1,12 @@
 """Tests for perceiver_jax/model.py: config validation and the assembled model."""
 
+import haiku as hk
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import audioset
 from perceiver_jax import model
 from perceiver_jax import registry
 
@@ -157,3 +160,33 @@ def test_remat_keeps_the_parameter_tree():
   cfg.attention_chunk_size = 4096
   lean, _ = model.param_shapes(cfg)
   assert jax.tree.map(lambda x: x.shape, plain) == jax.tree.map(lambda x: x.shape, lean)
+
+
+def test_a_new_decoder_plugs_in_and_gets_what_its_query_needs(monkeypatch):
+  """A decoder registered in model.DECODERS is built and called the one way every decoder is:
+  its query from the inputs, the modality sizes of fused inputs and the subsampled points."""
+  seen = {}
+
+  class MeanQueryDecoder(hk.Module):
+    def decoder_query(self, inputs, modality_sizes=None, inputs_without_pos=None, **kw):
+      seen.update(modality_sizes=modality_sizes, num_inputs=inputs.shape[1], **kw)
+      return jnp.mean(inputs, axis=1, keepdims=True)  # [B, 1, C]
+
+    def __call__(self, query, z, *, is_training, query_mask=None):
+      return hk.Linear(3)(query[:, 0] + jnp.mean(z, axis=(1, 2))[:, None])
+
+  monkeypatch.setitem(model.DECODERS, "mean_query", lambda cfg: MeanQueryDecoder())
+  cfg = audioset.model_config("audio_video")
+  cfg.audio_video.audio.num_samples = 1280  # 10 patches
+  cfg.audio_video.video.update(num_frames=2, image_size=16)  # 1 x 2 x 2 patches
+  cfg.update(num_latents=4, num_latent_channels=8, num_blocks=1, num_self_attends_per_block=1)
+  cfg.num_cross_attends, cfg.num_self_attend_heads = 1, 2
+  cfg.decoder.type = "mean_query"
+  forward = model.build_model(cfg)
+  inputs = model.dummy_inputs(cfg, 2)
+  params, state = forward.init(jax.random.PRNGKey(0), inputs, is_training=True)
+  points = jnp.arange(3)
+  out, _ = forward.apply(params, state, None, inputs, is_training=False, subsampled_points=points)
+  assert out.shape == (2, 3) and out.dtype == jnp.float32
+  assert seen["modality_sizes"] == {"audio": 10, "video": 4} and seen["num_inputs"] == 14
+  np.testing.assert_array_equal(seen["subsampled_points"], [0, 1, 2])

@@ -7,6 +7,8 @@ arguments for the Haiku modules of `perceiver_jax.models`:
                             where the inputs are one array).
   validate(cfg)             ValueError naming `config.model.<field>=<value>` in one line.
   input_channels(cfg)       the width C of the encoder's input array [B, M, C].
+  modality_sizes(cfg)       {modality: M} of fused inputs, in their order along M, for the
+                            decoder's query; None for one input array.
   build_preprocessor(cfg)   inside a Haiku transform: `(inputs, *, is_training) ->
                             (inputs [B, M, C], inputs_without_pos [B, M, C'])`.
   dummy_inputs(cfg, batch_size)  zeros shaped like a batch of its inputs.

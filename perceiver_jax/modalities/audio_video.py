@@ -109,6 +109,12 @@ def num_inputs(cfg: ml_collections.ConfigDict) -> dict[str, int]:
   return {m: int(np.prod(grids[m])) for m in sorted(av.modalities)}
 
 
+def modality_sizes(cfg: ml_collections.ConfigDict) -> dict[str, int] | None:
+  """M per modality of fused inputs, in their order along M (what a decoder that splits its
+  outputs back into modalities needs); None for one modality."""
+  return num_inputs(cfg) if len(cfg.audio_video.modalities) > 1 else None
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError, one line naming the field and its value, for impossible settings."""
   av = cfg.audio_video

@@ -109,6 +109,12 @@ def dummy_inputs(cfg: ml_collections.ConfigDict, batch_size: int = 1) -> jax.Arr
   return jnp.zeros((batch_size, *cfg.input_shape), jnp.float32)
 
 
+def modality_sizes(cfg: ml_collections.ConfigDict) -> None:
+  """None: one input array, no per-modality sizes for the decoder's query."""
+  del cfg
+  return None
+
+
 def build_preprocessor(cfg: ml_collections.ConfigDict) -> preprocessors.ImagePreprocessor:
   """The `image_preprocessor`; call inside a Haiku transform."""
   inp = cfg.input
