@@ -1,20 +1,10 @@
-"""Runs a grid of training runs and tabulates their final metrics (`scripts/sweep.py` is the
-command line).
+"""Runs a grid of training runs and tabulates their final metrics: the machinery of
+`scripts/sweep.py`, whose docstring gives the command line.
 
-  python scripts/sweep.py --config=configs/imagenet.py:variant=testing --workdir=/tmp/sweep \
-      --sweep=config.optimizer.learning_rate=1e-3,2e-3 --sweep=config.model.num_latents=64,128 \
-      [--extra=--config.seed=1] [--print_only] [--rerun]
-
-The grid is the Cartesian product of the `--sweep` values, the first `--sweep` varying slowest.
-Point i runs `python -m perceiver_jax.main --config=... --workdir=DIR/<i>_<key=value...>` with
-its `--config.a.b=v` overrides and the `--extra` flags. A value may hold commas inside brackets,
-e.g. `config.model.image_shape=(32,32),(64,64)`.
-
-`--print_only` prints one shell-quoted command per line (to submit to a cluster) and exits.
-Otherwise the points run one after another; a failing point is recorded and the sweep goes on;
-a point whose workdir holds the trainer's `final.json` (written after the last step) is skipped
-unless `--rerun`, so an interrupted sweep resumes (and an interrupted point resumes from its
-newest checkpoint). Then `DIR/results.md` and `DIR/results.csv` hold one row per point.
+The grid is the Cartesian product of the sweep values, the first varying slowest; each point is
+one `python -m perceiver_jax.main` run in its own workdir. A point is finished when its workdir
+holds the trainer's `final.json`; finished points are skipped unless asked to rerun, so an
+interrupted sweep resumes. The results table has one row per point.
 """
 
 from __future__ import annotations
