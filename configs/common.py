@@ -59,13 +59,12 @@ def training_defaults() -> ml_collections.ConfigDict:
       checkpoint_every_steps=1000,
       keep_checkpoints=3,
       optimizer=optimizer.default_optimizer_config(),
-      pretrained=dict(path="", exclude_head=True, exclude=HEAD_MODULES),
+      # Start from these weights (a checkpoint directory or an official pickle): the model's
+      # head is re-initialised if `exclude_head` (whatever decoder it has), and so is every
+      # module under a prefix in `exclude` (each must name a module of the model).
+      pretrained=dict(path="", exclude_head=True, exclude=()),
     )
   )
-
-
-# The classification heads that fine-tuning on another label set re-initialises.
-HEAD_MODULES = ("classification_decoder/~/basic_decoder/output", "projection_decoder/~/logits")
 
 
 def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:

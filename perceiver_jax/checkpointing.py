@@ -1,32 +1,82 @@
 """Training checkpoints (orbax), preemption handling and loading pretrained weights.
 
 Layout written by `Checkpointer(directory)`: one sub-directory per step, `directory/<step>/`,
-holding the `TrainState` fields as a dict (`step`, `params`, `state`, `opt_state`, `rng`).
+holding the `TrainState` fields as a dict (`step`, `params`, `state`, `opt_state`, `rng`) and
+`checksums.json`, the sha256 of every array leaf's bytes.
 
 Atomicity: orbax writes each step into `directory/<step>.orbax-checkpoint-tmp/` and, once every
 array is written, renames it to `directory/<step>/` (a rename within one filesystem is atomic).
 Orbax lists only finalised step directories, so a save killed midway leaves a `*-tmp`
 directory that `latest_step`/`restore_latest` never see; the next `Checkpointer` on the
-directory deletes it (in the background, finished before its first save). A finalised step
-that fails to restore (files deleted or damaged after the fact) raises `CheckpointFormatError`
-naming it instead of silently falling back to an older step, since that would hide a storage
-problem and quietly repeat training.
+directory deletes it (in the background, finished before its first save). `checksums.json` is
+written (atomically) after orbax has finished: a step counts as verified only once it is there.
+
+Verification: `restore_latest` checks every restored array against its checksum. A damaged
+step (an array that does not match, a file orbax cannot read) is reported in one warning line
+and the next older step is tried; the damaged and skipped newer steps are renamed
+`<step>.damaged` / `<step>.unverified` (kept for inspection, out of orbax's way). A step without
+`checksums.json` (saved before checksums were stored, or killed between the orbax commit and the
+checksums) is used only when no step verifies, with a warning that it is unverified. If no step
+can be restored, `CheckpointFormatError` says so in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging as std_logging
 import os
 import signal
+import sys
 from collections.abc import Mapping
 
 import haiku as hk
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
+from perceiver_jax import checksums
 from perceiver_jax import official_format
 from perceiver_jax.official_format import CheckpointFormatError
+from perceiver_jax.official_format import CheckpointMismatchError
 from perceiver_jax.train_step import TrainState
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written; the message names the step, the directory and why."""
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip()
+  return text.splitlines()[0] if text else type(error).__name__
+
+
+class _DropOrbaxTracebacks(std_logging.Filter):
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not (record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+@contextlib.contextmanager
+def _failures_reported_once():
+  """While orbax saves: a failing write thread's traceback is not logged (the error reaches
+  `save`, which reports it in one line), and neither is asyncio's "Event loop is closed" that
+  tensorstore callbacks outliving orbax's event loop raise after such a failure."""
+  absl_logger = std_logging.getLogger("absl")
+  log_filter = _DropOrbaxTracebacks()
+  previous_hook = sys.unraisablehook
+
+  def hook(unraisable) -> None:
+    error = unraisable.exc_value
+    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+      previous_hook(unraisable)
+
+  absl_logger.addFilter(log_filter)
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    sys.unraisablehook = previous_hook
+    absl_logger.removeFilter(log_filter)
 
 
 class Checkpointer:
@@ -64,49 +114,120 @@ class Checkpointer:
     Returns:
       True if this call wrote a checkpoint. False if the step was skipped, or already saved:
       a forced save on preemption often lands on a step the periodic save just wrote.
+
+    Raises:
+      CheckpointSaveError: the write failed (e.g. a full disk); one line naming the step, the
+        directory and the cause. The older checkpoints are untouched; the partial step is
+        either an orbax `*-tmp` directory or a step without checksums, and is never restored
+        in place of a verified one.
     """
     if step in self._manager.all_steps():
       return False
-    return self._manager.save(step, args=ocp.args.StandardSave(state._asdict()), force=force)
+    tree = state._asdict()
+    try:
+      with _failures_reported_once():
+        if not self._manager.save(step, args=ocp.args.StandardSave(tree), force=force):
+          return False
+      if jax.process_index() == 0:  # the other processes share the directory
+        checksums.write(self._step_dir(step), tree)
+    except Exception as e:  # a full disk surfaces as ValueError, OSError, ... from orbax
+      raise CheckpointSaveError(
+        f"cannot save the checkpoint of step {step} in {self.directory}: {_first_line(e)}"
+      ) from e
+    return True
 
   def latest_step(self) -> int | None:
-    """The newest complete (committed) step, or None if there is none."""
+    """The newest step orbax has committed (verified or not), or None if there is none."""
     return self._manager.latest_step()
 
-  def restore_latest(self, template: TrainState) -> TrainState | None:
-    """The newest complete checkpoint in the structure, shapes and dtypes of `template`.
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
 
-    Args:
-      template: a TrainState of arrays, e.g. a freshly initialised one; numpy leaves come
-        back as numpy arrays, jax leaves as jax arrays placed like the template's.
-
-    Returns:
-      The restored TrainState, or None if the directory holds no complete checkpoint.
-
-    Raises:
-      CheckpointFormatError: the newest step cannot be read into `template` (damaged files,
-        or a different structure or shape); the message names its directory.
-    """
-    step = self.latest_step()
-    if step is None:
-      return None
-    where = os.path.join(self.directory, str(step))
+  def _restore(self, step: int, template: TrainState) -> TrainState:
+    """Step `step` in the structure of `template`, checked against its checksums if it has
+    them. CheckpointFormatError if it is damaged, CheckpointMismatchError if it does not fit
+    `template`."""
+    where = self._step_dir(step)
+    sums = checksums.read(where)
     try:
       restored = self._manager.restore(step, args=ocp.args.StandardRestore(template._asdict()))
     except Exception as e:  # Damaged files surface as many exception types.
-      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise CheckpointFormatError(f"{where}: cannot restore into the template: {reason}") from e
+      raise CheckpointFormatError(f"{where}: cannot restore: {_first_line(e)}") from e
     restored = type(template)(**restored)
     # Orbax returns a numpy leaf with its stored shape whatever the template says.
     for (key, want), got in zip(
       jax.tree_util.tree_leaves_with_path(template), jax.tree.leaves(restored), strict=True
     ):
       if np.shape(got) != np.shape(want) or got.dtype != want.dtype:
-        raise CheckpointFormatError(
+        raise CheckpointMismatchError(
           f"{where}: {jax.tree_util.keystr(key)} is {got.dtype}{list(np.shape(got))}, "
           f"the template expects {want.dtype}{list(np.shape(want))}"
         )
+    if sums is not None:
+      checksums.verify(where, restored._asdict(), sums)
     return restored
+
+  def _set_aside(self, steps: list[int], verified: set[int]) -> list[str]:
+    """Renames `steps` to `<step>.damaged` or `<step>.unverified`, out of orbax's listing (a
+    resumed run saves those steps again, and `keep` must not count them); the new names."""
+    names = [f"{s}.damaged" if s in verified else f"{s}.unverified" for s in steps]
+    if jax.process_index() == 0:
+      for step, name in zip(steps, names, strict=True):
+        os.replace(self._step_dir(step), os.path.join(self.directory, name))
+    self._manager.reload()
+    return names
+
+  def restore_latest(self, template: TrainState) -> TrainState | None:
+    """The newest checkpoint that verifies, in the structure, shapes and dtypes of `template`.
+
+    Steps are tried newest first: those with checksums, then (only if none of them restores)
+    those without. Each damaged step is reported in one warning line; falling back to an older
+    step is reported in one more, and the newer steps are set aside (see the module doc).
+
+    Args:
+      template: a TrainState of arrays, e.g. a freshly initialised one; numpy leaves come
+        back as numpy arrays, jax leaves as jax arrays placed like the template's.
+
+    Returns:
+      The restored TrainState, or None if the directory holds no committed checkpoint.
+
+    Raises:
+      CheckpointFormatError: no step can be restored (one line naming the directory and the
+        newest step's problem).
+      CheckpointMismatchError: a step has other shapes or dtypes than `template` (another
+        model).
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
+      return None
+    verified = {s for s in steps if checksums.exists(self._step_dir(s))}
+    problems = []
+    for step in sorted(steps, key=lambda s: (s not in verified, -s)):
+      try:
+        restored = self._restore(step, template)
+      except CheckpointFormatError as e:
+        logging.warning("Checkpoint step %d is damaged: %s; trying an older one.", step, e)
+        problems.append(str(e))
+        continue
+      if step not in verified:
+        logging.warning(
+          "%s has no %s (saved before checksums were stored, or its save was cut short): "
+          "restored it unverified.",
+          self._step_dir(step),
+          checksums.FILE,
+        )
+      newer = [s for s in steps if s > step]
+      if newer:
+        aside = self._set_aside(newer, verified)
+        logging.warning(
+          "Restored step %d instead of the newer step(s) %s, kept in %s as %s.",
+          step,
+          newer,
+          self.directory,
+          aside,
+        )
+      return restored
+    raise CheckpointFormatError(f"{self.directory}: no checkpoint can be restored: {problems[0]}")
 
   def close(self) -> None:
     """Waits for any pending work and releases orbax's resources."""
@@ -170,7 +291,8 @@ def _open_read_only(directory: str) -> ocp.CheckpointManager:
 
 
 def _read_orbax(path: str) -> tuple[Mapping, Mapping]:
-  """`(params, state)` of a `Checkpointer` directory's newest step, or of `directory/<step>`."""
+  """`(params, state)` of a `Checkpointer` directory's newest step, or of `directory/<step>`,
+  checked against the step's checksums (a step without them loads with a warning)."""
   path = os.path.abspath(path)
   parent, name = os.path.split(path)
   with _open_read_only(parent) as manager:
@@ -182,14 +304,32 @@ def _read_orbax(path: str) -> tuple[Mapping, Mapping]:
       raise CheckpointFormatError(f"{path}: no complete orbax checkpoint")
     # No template: the optimizer state is not needed, and need not fit the new model.
     content = manager.restore(step, args=ocp.args.StandardRestore())
+  where = os.path.join(directory, str(step))
   if not isinstance(content, Mapping) or "params" not in content:
-    raise CheckpointFormatError(f"{directory}/{step}: not a TrainState checkpoint")
-  return content["params"], content.get("state") or {}
+    raise CheckpointFormatError(f"{where}: not a TrainState checkpoint")
+  params, state = content["params"], content.get("state") or {}
+  sums = checksums.read(where)
+  if sums is None:
+    logging.warning("%s has no %s: loading it unverified.", where, checksums.FILE)
+  else:
+    checksums.verify(where, {"params": params, "state": state}, sums, partial=True)
+  return params, state
 
 
 def _under(module: str, prefix: str) -> bool:
   """True if `module` is `prefix` or lies below it, comparing whole path components."""
   return module == prefix or module.startswith(prefix.rstrip("/") + "/")
+
+
+# The output layer of every decoder (`model.DECODERS`) and baseline architecture: the modules
+# that fine-tuning on another label set re-initialises. A model holds one of them.
+HEAD_MODULES = (
+  "classification_decoder/~/basic_decoder/output",
+  "projection_decoder/~/logits",
+  "convnet/logits",
+  "vit/logits",
+  "transformer/logits",
+)
 
 
 def load_pretrained(
@@ -198,6 +338,7 @@ def load_pretrained(
   state_template: hk.State | None = None,
   *,
   exclude: tuple[str, ...] = (),
+  exclude_head: bool = False,
 ) -> tuple[hk.Params, hk.State]:
   """Pretrained params and state for a model, e.g. to fine-tune with a new classifier head.
 
@@ -206,28 +347,39 @@ def load_pretrained(
       directory (its newest step) or one of its step directories (`directory/<step>`).
     params_template: the model's freshly initialised params (real arrays, not shapes).
     state_template: the model's initialised state; None for a model without state.
-    exclude: module path prefixes, e.g. `("classification_decoder/~/basic_decoder/output",)`,
-      whose entries keep the template's values and may be absent from, or differ in the
-      file. A prefix matches whole path components: `self_attention` does not match
-      `self_attention_1`.
+    exclude: module path prefixes, e.g. `("perceiver_encoder/~/cross_attention",)`, whose
+      entries keep the template's values and may be absent from, or differ in the file. A
+      prefix matches whole path components: `self_attention` does not match
+      `self_attention_1`. Each must match a module of the model.
+    exclude_head: also exclude the model's head: the entry of `HEAD_MODULES` that the
+      template holds, whichever decoder or architecture it has.
 
   Returns:
     `(params, state)` with the template's modules, leaf names and dtypes: numpy arrays
     from the file, the template's own arrays for excluded modules.
 
   Raises:
-    CheckpointFormatError: the file cannot be read.
+    CheckpointFormatError: the file cannot be read, or an array does not match the
+      checksums saved with it.
     CheckpointMismatchError: a non-excluded entry is missing, unexpected or has another shape.
-    ValueError: a prefix in `exclude` matches no module of the templates (likely a typo).
+    ValueError: a prefix in `exclude` matches no module of the templates (likely a typo), or
+      `exclude_head` is set and the model has none of `HEAD_MODULES`.
   """
   state_template = state_template or {}
+  modules = [*params_template, *state_template]
   # Checked before reading: a misspelt prefix would otherwise load the old head silently
   # whenever its shapes happen to fit.
-  unused = [
-    p for p in exclude if not any(_under(m, p) for m in [*params_template, *state_template])
-  ]
+  unused = [p for p in exclude if not any(_under(m, p) for m in modules)]
   if unused:
     raise ValueError(f"exclude prefixes match no module of the model: {unused}")
+  if exclude_head:
+    heads = [p for p in HEAD_MODULES if any(_under(m, p) for m in modules)]
+    if not heads:
+      raise ValueError(
+        f"the model has none of the known heads {list(HEAD_MODULES)}: name its head in "
+        "pretrained.exclude and set pretrained.exclude_head=False"
+      )
+    exclude = (*exclude, *heads)
   if os.path.isdir(path):
     params, state = _read_orbax(path)
   else:

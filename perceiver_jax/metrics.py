@@ -10,20 +10,30 @@ Layout of a workdir:
 tables); TensorBoard is for looking at curves. Non-finite values are written as JSON `null`
 (strict JSON has no NaN or Infinity, and other readers reject Python's extensions); the trainer
 stops a run on a non-finite loss, so a `null` marks where it went wrong.
+
+Failed writes: everything is written in the caller's thread, so a full disk or any other write
+error raises an OSError naming the file at the write that failed, never later and never as a
+hang. `metrics.jsonl` then still ends with a whole line; config.json and final.json are
+replaced atomically, so they hold the old text or the new one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Callable
 from collections.abc import Mapping
+from typing import TypeVar
 
 import ml_collections
-import tensorboardX
 from absl import logging
+from tensorboardX import record_writer
+from tensorboardX.proto import event_pb2
+from tensorboardX.proto import summary_pb2
 
 from perceiver_jax import atomic
 
@@ -32,11 +42,26 @@ TENSORBOARD_DIR = "tensorboard"
 CONFIG_FILE = "config.json"
 FINAL_FILE = "final.json"
 
+T = TypeVar("T")
+
+
+def _named(error: OSError, path: str) -> OSError:
+  """`error` with `path` as its filename, so that its one-line message names the file."""
+  if error.filename is not None:
+    return error
+  return OSError(error.errno, error.strerror or str(error), path)
+
 
 def atomic_write_text(path: str, text: str) -> None:
-  """Writes `text` to `path` so that readers see the old file or the new one, never a mix."""
-  with atomic.atomic_write(path, "w") as f:
-    f.write(text)
+  """Writes `text` to `path` so that readers see the old file or the new one, never a mix.
+
+  A failed write (a full disk, say) leaves the old file and raises an OSError naming `path`.
+  """
+  try:
+    with atomic.atomic_write(path, "w") as f:
+      f.write(text)
+  except OSError as e:
+    raise _named(e, path) from e
 
 
 def _json_number(value) -> float | None:
@@ -49,8 +74,73 @@ def _record(step: int, scalars: Mapping[str, float]) -> dict:
   return {"step": int(step), **{k: _json_number(v) for k, v in scalars.items()}}
 
 
+def _ends_mid_line(path: str) -> bool:
+  """Whether `path` exists and its last byte is not a newline (a write was cut short)."""
+  if not os.path.exists(path):
+    return False
+  with open(path, "rb") as f:
+    size = f.seek(0, os.SEEK_END)
+    return size > 0 and f.seek(size - 1) >= 0 and f.read(1) != b"\n"
+
+
+def _append(fd: int, data: bytes) -> None:
+  """Appends `data` to the file open as `fd` and fsyncs it; on an error the file is cut back
+  to its old length, so that it never ends in part of `data`."""
+  start = os.lseek(fd, 0, os.SEEK_END)
+  try:
+    view = memoryview(data)
+    while view:
+      view = view[os.write(fd, view) :]
+    os.fsync(fd)  # a crash then loses at most the line being written
+  except OSError:
+    with contextlib.suppress(OSError):  # truncating frees space, so it works on a full disk
+      os.ftruncate(fd, start)
+    raise
+
+
+class _EventFile:
+  """One TensorBoard event file, written in the caller's thread: `write` returns once the
+  events are on disk, or raises the write's OSError."""
+
+  def __init__(self, path: str, purge_step: int | None):
+    self._records = record_writer.RecordWriter(path)
+    events = [event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")]
+    if purge_step is not None:
+      # TensorBoard hides the events of steps >= purge_step that earlier files hold.
+      start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+      events.append(event_pb2.Event(wall_time=time.time(), step=purge_step, session_log=start))
+    self.write(events)
+
+  def write(self, events: list[event_pb2.Event]) -> None:
+    for event in events:
+      self._records.write(event.SerializeToString())
+    self._records.flush()  # flush and fsync
+
+  def close(self) -> None:
+    self._records.close()
+
+
+def _new_event_path(directory: str) -> str:
+  """A new `events.out.tfevents.<seconds>.<host>[.n]` in `directory` (TensorBoard reads every
+  file whose name holds "tfevents", in name order)."""
+  os.makedirs(directory, exist_ok=True)
+  base = os.path.join(
+    directory, f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+  )
+  path, n = base, 0
+  while os.path.exists(path):
+    n += 1
+    path = f"{base}.{n}"
+  return path
+
+
 class MetricWriter:
   """Appends scalars to `workdir/metrics.jsonl` and to TensorBoard events in `workdir/tensorboard/`.
+
+  Every write is done, and fsynced, in the caller's thread before the method returns, so a
+  failed write (a full disk, say) raises there and then: an OSError whose message names the
+  file. After a failure `metrics.jsonl` still ends with a whole line, every later write raises
+  the same error again, and `close` only releases the files (it never raises).
 
   In multi-host runs only process 0 writes: pass `enabled=jax.process_index() == 0`; a disabled
   writer creates nothing and all its methods do nothing.
@@ -60,57 +150,78 @@ class MetricWriter:
     self._enabled = enabled
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
     self._path = os.path.join(workdir, METRICS_FILE)
     self._tb_dir = os.path.join(workdir, TENSORBOARD_DIR)
+    self._failure: OSError | None = None
+    self._fd = self._events = None
+    self._guarded(workdir, lambda: os.makedirs(workdir, exist_ok=True))
     # A crash mid-write leaves a partial last line; appending after it would glue the next record
     # onto it, so drop it first.
-    if os.path.exists(self._path):
-      with open(self._path, "rb") as f:
-        data = f.read()
-      if data and not data.endswith(b"\n"):
-        self._rewrite(read_metrics(self._path))
-    self._file = open(self._path, "a")
-    self._tb = self._tensorboard_writer()
+    if self._guarded(self._path, lambda: _ends_mid_line(self._path)):
+      self._rewrite(read_metrics(self._path))
+    self._open(purge_step=None)
 
   def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
     """Appends one line `{"step": step, **scalars}` and logs the scalars to TensorBoard."""
     if not self._enabled:
       return
-    self._file.write(json.dumps(_record(step, scalars), allow_nan=False) + "\n")
-    self._file.flush()
-    os.fsync(self._file.fileno())  # a crash then loses at most the line being written
-    for key, value in scalars.items():
-      self._tb.add_scalar(key, float(value), int(step))  # TensorBoard plots NaN itself
+    line = json.dumps(_record(step, scalars), allow_nan=False) + "\n"
+    self._guarded(self._path, lambda: _append(self._fd, line.encode()))
+    values = [summary_pb2.Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]
+    summary = summary_pb2.Summary(value=values)
+    event = event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary)
+    self._guarded(self._events_path, lambda: self._events.write([event]))  # NaN plots as NaN
 
   def truncate_after(self, step: int) -> None:
     """Keeps only the records with `record["step"] <= step`; call it when resuming from `step`.
 
-    Rewrites `metrics.jsonl` atomically and restarts the TensorBoard writer with
-    `purge_step=step + 1`, so TensorBoard hides the events the resumed run will write again.
+    Rewrites `metrics.jsonl` atomically and starts a new TensorBoard event file that asks
+    TensorBoard to hide the events of steps > `step` (the resumed run writes them again).
     """
     if not self._enabled:
       return
-    self._file.close()
+    self._release()
     self._rewrite([r for r in read_metrics(self._path) if r["step"] <= step])
-    self._file = open(self._path, "a")
-    self._tb.close()
-    self._tb = self._tensorboard_writer(purge_step=step + 1)
+    self._open(purge_step=step + 1)
 
   def close(self) -> None:
-    """Closes the log and writes out the TensorBoard events still queued."""
-    if not self._enabled:
-      return
-    self._file.close()
-    self._tb.close()
+    """Closes the files (everything written is already on disk); never raises."""
+    if self._enabled:
+      self._release()
 
-  def _tensorboard_writer(self, purge_step: int | None = None) -> tensorboardX.SummaryWriter:
-    # tensorboardX writes events from a background thread that flushes every `flush_secs`
-    # (its flush() does not wait for that thread); 10 s keeps the curves near live.
-    return tensorboardX.SummaryWriter(self._tb_dir, purge_step=purge_step, flush_secs=10)
+  def _open(self, purge_step: int | None) -> None:
+    self._fd = self._guarded(
+      self._path, lambda: os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    )
+    self._events_path = self._guarded(self._tb_dir, lambda: _new_event_path(self._tb_dir))
+    self._events = self._guarded(
+      self._events_path, lambda: _EventFile(self._events_path, purge_step)
+    )
+
+  def _guarded(self, path: str, operation: Callable[[], T]) -> T:
+    """`operation()`; an OSError from it (or from an earlier write) is raised naming `path`
+    (or the earlier file), and the writer is spent."""
+    if self._failure is not None:
+      raise self._failure
+    try:
+      return operation()
+    except OSError as e:
+      self._failure = _named(e, path)
+      self._release()
+      raise self._failure from e
+
+  def _release(self) -> None:
+    if self._fd is not None:
+      with contextlib.suppress(OSError):
+        os.close(self._fd)
+    if self._events is not None:
+      with contextlib.suppress(OSError):
+        self._events.close()
+    self._fd = self._events = None
 
   def _rewrite(self, records: list[dict]) -> None:
-    atomic_write_text(self._path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in records))
+    text = "".join(json.dumps(r, allow_nan=False) + "\n" for r in records)
+    self._guarded(self._path, lambda: atomic_write_text(self._path, text))
 
 
 def read_metrics(path: str) -> list[dict]:

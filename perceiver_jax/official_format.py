@@ -5,25 +5,15 @@ The official release ships each checkpoint as one pickle. ImageNet files (`*.pys
 alone. Params and state are Haiku two-level mappings `{module_path: {leaf_name: array}}`, e.g.
 `params['perceiver_encoder/~/cross_attention/attention/linear']['w']`.
 
-The files were written in 2021 and may name classes that today's libraries moved or dropped,
-so `load_official_pickle` uses a restricted unpickler that maps each name a checkpoint can
-legitimately contain to a function building a plain `dict` or `np.ndarray`, and refuses every
-other name, since unpickling an arbitrary callable runs arbitrary code. What the streams hold:
-
-* Haiku mappings: `FlatMapping.__reduce__` (and today's `FlatMap.__reduce__`) return
-  `(haiku._src.data_structures.FlatMapping, (inner_dict,))`, nested once per level; the older
-  `frozendict` returns `(haiku._src.data_structures.frozendict, (inner_dict,))`.
-* jax arrays: until 2022 (jax-ml/jax#10659) `DeviceArray.__reduce__` forwarded to the host
-  ndarray's, so the stream names only numpy (`numpy.core.multiarray._reconstruct`,
-  `numpy.ndarray`, `numpy.dtype`). Later jax wrote
-  `jax._src.device_array.reconstruct_device_array` and now `jax._src.array._reconstruct_array`,
-  both called as `(fun, args, arr_state, aval_state)` where `fun(*args)` plus
-  `__setstate__(arr_state)` rebuild the ndarray. No jax array class itself is ever named in a
-  stream.
+`load_official_pickle` reads them through `safe_unpickle` (no code runs, only plain numeric
+arrays are built, the file's size, opcodes, expansion and nesting are bounded) and then checks
+the structure: string keys, two levels, arrays as leaves, and arrays that add up to no more
+bytes than the file holds (a shared array counted at each use would otherwise multiply).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from typing import Any
@@ -32,11 +22,8 @@ import jax
 import numpy as np
 
 from perceiver_jax import atomic
-
-try:  # numpy >= 2 moved numpy.core to numpy._core.
-  from numpy._core import multiarray as _multiarray
-except ImportError:  # pragma: no cover - older numpy
-  from numpy.core import multiarray as _multiarray
+from perceiver_jax import pickle_bounds
+from perceiver_jax import safe_unpickle
 
 Tree = Mapping[str, Mapping[str, Any]]
 
@@ -49,82 +36,32 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint's entries or shapes differ from those the model expects."""
 
 
-def _reconstruct_jax_array(fun, args, arr_state, aval_state) -> np.ndarray:
-  """Stands in for jax's array reconstructors; returns the host ndarray they start from."""
-  del aval_state  # Only weak_type (and once named_shape) live here: meaningless for numpy.
-  # `fun` came through find_class too, but only numpy's reconstructor is legitimate here.
-  if fun is not _multiarray._reconstruct:
-    raise CheckpointFormatError(f"jax array reconstructor called with {fun!r}")
-  array = fun(*args)
-  array.__setstate__(arr_state)
-  return array
-
-
-def _legacy_mapping(data=()) -> dict:
-  """Stands in for Haiku's FlatMapping/frozendict: the same mapping as a plain dict."""
-  return dict(data)
-
-
-def _latin1_encode(text: str, encoding: str) -> bytes:
-  """Protocol <= 2 writes each `bytes` object as `_codecs.encode(text, 'latin1')`."""
-  if encoding not in ("latin1", "latin-1"):
-    raise CheckpointFormatError(f"unexpected codec {encoding!r} in _codecs.encode")
-  return text.encode("latin1")
-
-
-def _empty_bytes() -> bytes:
-  """Protocol <= 2 writes an empty `bytes` object as a call to `bytes()`."""
-  return b""
-
-
-# (module, name) as written in the stream -> what to call instead.
-_ALLOWED = {
-  ("numpy.core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-  ("numpy._core.multiarray", "_reconstruct"): _multiarray._reconstruct,
-  ("numpy.core.multiarray", "scalar"): _multiarray.scalar,
-  ("numpy._core.multiarray", "scalar"): _multiarray.scalar,
-  ("numpy", "ndarray"): np.ndarray,
-  ("numpy", "dtype"): np.dtype,
-  ("_codecs", "encode"): _latin1_encode,
-  ("builtins", "bytes"): _empty_bytes,
-  ("__builtin__", "bytes"): _empty_bytes,  # protocol <= 2 spelling of `builtins`.
-  ("collections", "OrderedDict"): dict,
-  ("haiku._src.data_structures", "FlatMapping"): _legacy_mapping,
-  ("haiku._src.data_structures", "frozendict"): _legacy_mapping,
-  ("jax._src.device_array", "reconstruct_device_array"): _reconstruct_jax_array,
-  ("jax._src.array", "_reconstruct_array"): _reconstruct_jax_array,
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-  """Resolves only the names in `_ALLOWED`; anything else could execute code."""
-
-  def find_class(self, module: str, name: str) -> Any:
-    try:
-      return _ALLOWED[(module, name)]
-    except KeyError:
-      raise CheckpointFormatError(
-        f"refusing to unpickle {module}.{name}: not a known checkpoint type"
-      ) from None
-
-
 def _plain_tree(tree: Any, where: str) -> dict[str, dict[str, np.ndarray]]:
   """Copies a two-level mapping into dicts of numpy arrays; CheckpointFormatError if not one.
 
   Args:
-    tree: `{module_path: {leaf_name: array}}`; arrays may be numpy or jax.
+    tree: `{module_path: {leaf_name: array}}` with string keys; arrays may be numpy, jax or
+      `safe_unpickle.PickledArray`.
     where: prefix for error messages, e.g. `"ckpt.pkl: params"`.
   """
   if not isinstance(tree, Mapping):
     raise CheckpointFormatError(f"{where} is a {type(tree).__name__}, not a mapping")
   out = {}
   for module, leaves in tree.items():
+    if not isinstance(module, str):
+      raise CheckpointFormatError(f"{where} has a {type(module).__name__} key, not a string")
     if not isinstance(leaves, Mapping):
       raise CheckpointFormatError(
         f"{where}[{module!r}] is a {type(leaves).__name__}, not a mapping of arrays"
       )
     out[module] = {}
     for name, leaf in leaves.items():
+      if not isinstance(name, str):
+        raise CheckpointFormatError(
+          f"{where}[{module!r}] has a {type(name).__name__} key, not a string"
+        )
+      if isinstance(leaf, safe_unpickle.PickledArray):
+        leaf = leaf.value()
       if not isinstance(leaf, (np.ndarray, np.generic, jax.Array)):
         raise CheckpointFormatError(
           f"{where}[{module!r}][{name!r}] is a {type(leaf).__name__}, not an array"
@@ -160,14 +97,22 @@ def load_official_pickle(path: str) -> tuple[dict, dict]:
     `(params, state)`, each `dict[str, dict[str, np.ndarray]]`; `state` is `{}` when the
     file holds params only.
 
+  Refused, as CheckpointFormatError with one line naming the file and the problem: a file over
+  4 GiB, over 2,000,000 opcodes, an object expanding to over 4,000,000 objects (a shared one
+  counted at each use), nesting over 32 levels (`pickle_bounds`); any name outside the
+  allow-list, any dtype but bool/int/uint/float of a standard size with a byte order matching
+  it, an array whose data length differs from its shape (`safe_unpickle`); non-string keys,
+  other than two levels of mappings with array leaves, and arrays adding up to more bytes
+  than the file holds.
+
   Raises:
-    CheckpointFormatError: the file is missing, unreadable, truncated, names a class outside
-      the allow-list, or does not hold two-level mappings of arrays.
+    CheckpointFormatError: the file is missing, unreadable, truncated or refused as above.
   """
   try:
     with open(path, "rb") as f:
-      content = _RestrictedUnpickler(f).load()
-  except CheckpointFormatError as e:
+      size = os.fstat(f.fileno()).st_size
+      content = safe_unpickle.load(f)
+  except (safe_unpickle.UnsafePickleError, pickle_bounds.PickleBoundError) as e:
     raise CheckpointFormatError(f"{path}: {e}") from None
   except FileNotFoundError:
     raise CheckpointFormatError(f"{path}: no such file") from None
@@ -184,6 +129,12 @@ def load_official_pickle(path: str) -> tuple[dict, dict]:
     state = _plain_tree(content.get("state") or {}, f"{path}: state")
   else:
     params, state = _plain_tree(content, f"{path}: params"), {}
+  array_bytes = sum(leaf.nbytes for tree in (params, state) for leaf in flatten_tree(tree).values())
+  if array_bytes > size:  # Each array's bytes are in the file once, unless it is shared.
+    raise CheckpointFormatError(
+      f"{path}: refusing arrays of {array_bytes} bytes in all from a file of {size} bytes "
+      "(arrays shared between entries)"
+    )
   return params, state
 
 

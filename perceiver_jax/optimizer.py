@@ -14,6 +14,7 @@ step s is the learning rate of the (s+1)-th update.
 from __future__ import annotations
 
 import functools
+import math
 
 import haiku as hk
 import jax
@@ -23,6 +24,17 @@ import optax
 
 SCHEDULES = ("step", "constant_cosine", "warmup_cosine", "constant")
 OPTIMIZERS = ("lamb", "adamw")
+# The float fields, all of which must be finite.
+_FLOAT_FIELDS = (
+  "learning_rate",
+  "b1",
+  "b2",
+  "eps",
+  "weight_decay",
+  "clip_global_norm",
+  "decay_factor",
+  "constant_fraction",
+)
 # Leaves that are exempt from weight decay in any module: Linear/Conv biases.
 _BIAS_LEAVES = ("b",)
 # Leaves that are exempt when they belong to a LayerNorm/BatchNorm module.
@@ -74,6 +86,10 @@ def validate_optimizer_config(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError, one line naming the field and its value, for impossible settings."""
   if cfg.name not in OPTIMIZERS:
     _fail("name", cfg.name, f"unknown optimizer; expected one of {OPTIMIZERS}")
+  # NaN passes every comparison below (`nan <= 0` is False), so finiteness comes first.
+  for field in _FLOAT_FIELDS:
+    if not math.isfinite(cfg[field]):
+      _fail(field, cfg[field], "must be finite")
   if cfg.learning_rate <= 0:
     _fail("learning_rate", cfg.learning_rate, "must be positive")
   for field in ("b1", "b2"):

@@ -28,6 +28,7 @@ from perceiver_jax import model
 from perceiver_jax import optimizer as optimizer_lib
 from perceiver_jax import tasks
 from perceiver_jax import train_step as ts
+from perceiver_jax import workdir_lock
 from perceiver_jax.data import datasets
 from perceiver_jax.data import pipeline
 
@@ -51,8 +52,8 @@ def validate_config(config: ml_collections.ConfigDict) -> tasks.Task:
     _fail("batch_size", config.batch_size, f"must be a positive multiple of the {devices} devices")
   if config.eval_batch_size < 1 or config.eval_batch_size % devices:
     _fail("eval_batch_size", config.eval_batch_size, f"must be a positive multiple of {devices}")
-  if config.total_steps < 0 or (config.total_steps == 0 and config.num_epochs <= 0):
-    _fail("num_epochs", config.num_epochs, "needs num_epochs > 0 or total_steps > 0")
+  if config.total_steps < 0 or (config.total_steps == 0 and not 0 < config.num_epochs < np.inf):
+    _fail("num_epochs", config.num_epochs, "needs a finite num_epochs > 0 or total_steps > 0")
   for field in ("eval_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     if config[field] < 1:
       _fail(field, config[field], "must be at least 1")
@@ -96,9 +97,17 @@ def evaluate(
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.TrainState:
-  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state."""
+  """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the final state.
+
+  Raises `workdir_lock.WorkdirInUseError` at once if another live run holds the workdir.
+  """
   task = validate_config(config)
   os.makedirs(workdir, exist_ok=True)
+  with workdir_lock.hold(workdir, enabled=jax.process_index() == 0):
+    return _train(config, workdir, task)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task) -> ts.TrainState:
   is_chief = jax.process_index() == 0
   writer = metrics_lib.MetricWriter(workdir, enabled=is_chief)
   if is_chief:
@@ -135,9 +144,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> ts.Tr
     logging.info("Resumed from step %d in %s", int(state.step), workdir)
     writer.truncate_after(int(state.step))
   elif config.pretrained.path:
-    exclude = tuple(config.pretrained.exclude) if config.pretrained.exclude_head else ()
     params, model_state = checkpointing.load_pretrained(
-      config.pretrained.path, state.params, state.state, exclude=exclude
+      config.pretrained.path,
+      state.params,
+      state.state,
+      exclude=tuple(config.pretrained.exclude),
+      exclude_head=config.pretrained.exclude_head,
     )
     state = state._replace(params=params, state=model_state, opt_state=tx.init(params))
   start_step = int(state.step)

@@ -13,7 +13,9 @@ e.g. `config.model.image_shape=(32,32),(64,64)`.
 Otherwise the points run one after another; a failing point is recorded and the sweep goes on;
 a point whose workdir holds the trainer's `final.json` (written after the last step) is skipped
 unless `--rerun`, so an interrupted sweep resumes (and an interrupted point resumes from its
-newest checkpoint). Then `DIR/results.md` and `DIR/results.csv` hold one row per point.
+newest checkpoint). A point whose trainer exits 0 without `final.json` (SIGTERM: it saved a
+checkpoint and stopped) is "preempted (resumable)", not finished. Then `DIR/results.md` and
+`DIR/results.csv` hold one row per point, and the last line counts the points that remain.
 """
 
 import pathlib

@@ -1,5 +1,6 @@
 """Tests for perceiver_jax/checkpointing.py: orbax train checkpoints, SIGTERM, pretrained loads."""
 
+import errno
 import functools
 import os
 import signal
@@ -11,12 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from orbax.checkpoint._src.serialization import type_handlers
 
+from perceiver_jax import checksums
 from perceiver_jax import model
 from perceiver_jax import official_format
 from perceiver_jax import registry
 from perceiver_jax import train_step
 from perceiver_jax.checkpointing import Checkpointer
+from perceiver_jax.checkpointing import CheckpointSaveError
 from perceiver_jax.checkpointing import PreemptionGuard
 from perceiver_jax.checkpointing import load_pretrained
 from perceiver_jax.official_format import CheckpointFormatError
@@ -112,6 +116,7 @@ import os, signal, sys
 sys.path[:0] = [{repo!r}, {tests!r}]  # This checkout, wherever the package is installed from.
 from orbax.checkpoint._src.path import atomicity
 from perceiver_jax.checkpointing import Checkpointer
+from perceiver_jax.checkpointing import CheckpointSaveError
 from test_checkpointing import tiny_state
 
 ckpt = Checkpointer({directory!r}, save_every_steps=1)
@@ -142,7 +147,63 @@ def test_killed_save_is_ignored(tmp_path):
   assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
-def test_damaged_newest_checkpoint_names_its_directory(tmp_path):
+def _flip_a_bit(step_dir, seed):
+  """Flips one random bit of the largest file of an orbax step (its biggest array's data)."""
+  files = [os.path.join(root, n) for root, _, names in os.walk(step_dir / "default") for n in names]
+  largest = max(files, key=os.path.getsize)
+  data = bytearray(open(largest, "rb").read())
+  bit = np.random.default_rng(seed).integers(len(data) * 8)
+  data[bit // 8] ^= 1 << (bit % 8)
+  with open(largest, "wb") as f:
+    f.write(data)
+
+
+def _big_state(value: float) -> TrainState:
+  state = tiny_state(value)
+  weights = np.random.default_rng(int(value)).standard_normal((64, 256)).astype(np.float32)
+  return state._replace(params={"net/~/linear": {"w": weights}})
+
+
+def _one_warning_line(caplog, text):
+  lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+  assert len(lines) == 1 and "\n" not in lines[0], lines
+  return lines[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_flipped_bit_falls_back_to_the_previous_checkpoint(tmp_path, caplog, seed):
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    ckpt.save(1, _big_state(1))
+    ckpt.save(2, _big_state(2))
+  _flip_a_bit(tmp_path / "2", seed)
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    _assert_identical(ckpt.restore_latest(_big_state(0)), _big_state(1))
+    assert _one_warning_line(caplog, "is damaged") == (
+      f"Checkpoint step 2 is damaged: {tmp_path / '2'}: array ['params']['net/~/linear']['w'] "
+      "does not match its checksum; trying an older one."
+    )
+    assert _one_warning_line(caplog, "Restored") == (
+      f"Restored step 1 instead of the newer step(s) [2], kept in {tmp_path} as ['2.damaged']."
+    )
+    # The damaged step is kept aside; the resumed run writes step 2 again.
+    assert ckpt.save(2, _big_state(2))
+  assert sorted(os.listdir(tmp_path)) == ["1", "2", "2.damaged"]
+
+
+def test_flipped_bits_in_every_checkpoint_stop_with_one_line(tmp_path):
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    ckpt.save(1, _big_state(1))
+    ckpt.save(2, _big_state(2))
+  _flip_a_bit(tmp_path / "1", 0)
+  _flip_a_bit(tmp_path / "2", 0)
+  with Checkpointer(str(tmp_path)) as ckpt, pytest.raises(CheckpointFormatError) as e:
+    ckpt.restore_latest(_big_state(0))
+  assert str(e.value).startswith(f"{tmp_path}: no checkpoint can be restored: {tmp_path / '2'}: ")
+  assert "\n" not in str(e.value)
+  assert _step_dirs(tmp_path) == ["1", "2"]  # nothing renamed or deleted
+
+
+def test_unreadable_files_count_as_damage(tmp_path):
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
     ckpt.save(1, tiny_state(1))
     ckpt.save(2, tiny_state(2))
@@ -150,10 +211,60 @@ def test_damaged_newest_checkpoint_names_its_directory(tmp_path):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  with Checkpointer(str(tmp_path)) as ckpt, pytest.raises(CheckpointFormatError) as e:
-    ckpt.restore_latest(tiny_state(0))
-  assert str(e.value).startswith(f"{tmp_path / '2'}: ")
-  assert "\n" not in str(e.value)
+  with Checkpointer(str(tmp_path)) as ckpt:
+    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+
+
+def test_steps_without_checksums(tmp_path, caplog):
+  """Saved before checksums were stored: restored, with a warning. Killed before its checksums
+  were written while an older step has them: the older step is restored."""
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    ckpt.save(1, tiny_state(1))
+    ckpt.save(2, tiny_state(2))
+  os.remove(tmp_path / "2" / checksums.FILE)
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+  assert sorted(os.listdir(tmp_path)) == ["1", "2.unverified"]
+  os.remove(tmp_path / "1" / checksums.FILE)
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+  assert "restored it unverified" in _one_warning_line(caplog, f"{tmp_path / '1'} has no")
+
+
+def test_failed_save_ends_in_one_line_and_keeps_older_steps(tmp_path, monkeypatch, caplog):
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    ckpt.save(1, tiny_state(1))
+
+    async def full_disk(self, value, tspec, ts_context):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path))
+
+    monkeypatch.setattr(type_handlers.NumpyHandler, "_open_and_write", full_disk)
+    with pytest.raises(CheckpointSaveError) as e:
+      ckpt.save(2, tiny_state(2))
+    monkeypatch.undo()
+  assert str(e.value) == (
+    f"cannot save the checkpoint of step 2 in {tmp_path}: "
+    f"[Errno {errno.ENOSPC}] No space left on device: '{tmp_path}'"
+  )
+  assert not [r for r in caplog.records if r.exc_info]  # orbax's thread tracebacks
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+    assert ckpt.save(2, tiny_state(2))
+  assert _step_dirs(tmp_path) == ["1", "2"]
+
+
+def test_failed_checksum_write_leaves_an_unverified_step(tmp_path, monkeypatch):
+  def full_disk(step_dir, tree):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    ckpt.save(1, tiny_state(1))
+    monkeypatch.setattr(checksums, "write", full_disk)
+    with pytest.raises(CheckpointSaveError, match="step 2 .*No space left on device"):
+      ckpt.save(2, tiny_state(2))
+    monkeypatch.undo()
+  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
+    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
 
 
 def test_template_with_other_shape_is_refused(tmp_path):
@@ -162,7 +273,7 @@ def test_template_with_other_shape_is_refused(tmp_path):
     template = tiny_state(0)
     template.params["net/~/linear"]["w"] = np.zeros((2, 4), np.float32)
     with pytest.raises(
-      CheckpointFormatError, match=r"\['net/~/linear'\]\['w'\] is float32\[2, 3\]"
+      CheckpointMismatchError, match=r"\['net/~/linear'\]\['w'\] is float32\[2, 3\]"
     ):
       ckpt.restore_latest(template)
 

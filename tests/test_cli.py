@@ -1,25 +1,32 @@
 """End-to-end tests of the command-line tools, `perceiver_jax.predict` and `perceiver_jax.summary`.
 
 Each test runs the real command in a subprocess (each costs a JAX import, ~2 s), against
-official-format checkpoints of the tiny `testing` variant written here.
+official-format checkpoints of the tiny `testing` variant written here; the checks of predict's
+`.npy` dtypes call `load_input` in-process.
 """
 
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
+import pickle_ops
 import pytest
 import reference_numpy
 from PIL import Image
 from test_reference_parity import eval_forward
 from test_reference_parity import init_perturbed
 
+from configs import modelnet40
+from perceiver_jax import model
 from perceiver_jax import official_format
 from perceiver_jax import registry
 from perceiver_jax.data import image_ops
+from perceiver_jax.tools import predict as predict_tool
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent  # holds configs/
 CONFIG = "--config=configs/imagenet.py:variant=testing"
@@ -171,6 +178,88 @@ def test_predict_wrong_input_shape(checkpoint, tmp_path):
   path = tmp_path / "small_image.npy"
   np.save(path, np.zeros((16, 16, 3), np.float32))
   assert_one_line_error(predict(f"--checkpoint={checkpoint[0]}", f"--input={path}"), path)
+
+
+def test_predict_refuses_checkpoint_with_hidden_object_dtype(checkpoint, image_npy, tmp_path):
+  # One array of a valid checkpoint, forged: a structured dtype whose object field is hidden
+  # by flags 0. c289d05 loaded it, and the cast to float32 dereferenced its bytes: exit 139.
+  _, _, params, state = checkpoint
+  pos_embs = params[LATENTS]["pos_embs"]
+  forged = pickle_ops.array(
+    pos_embs.shape, pickle_ops.hidden_object_dtype(), b"\x41" * (8 * pos_embs.size)
+  )
+  forged_params = {**params, LATENTS: {"pos_embs": pickle_ops.Raw(forged)}}
+  path = tmp_path / "forged.pystate"
+  path.write_bytes(pickle_ops.dumps({"params": forged_params, "state": state}))
+  result = predict(f"--checkpoint={path}", f"--input={image_npy[0]}")
+  assert_one_line_error(result, path)
+  assert "refusing dtype 'V8'" in result.stderr
+
+
+def test_predict_16_bit_png_is_scaled_by_its_bit_depth(checkpoint, tmp_path):
+  # convert("RGB") clipped every 16-bit value above 255 to white.
+  ckpt, cfg, params, state = checkpoint
+  grey = np.random.default_rng(5).integers(0, 256, size=(40, 48), dtype=np.uint8)
+  path_8, path_16 = tmp_path / "grey8.png", tmp_path / "grey16.png"
+  Image.fromarray(grey).save(path_8)
+  Image.fromarray(grey.astype(np.uint16) * 257).save(path_16)
+  assert Image.open(path_16).mode == "I;16"
+  out = tmp_path / "logits.npy"
+  result = predict(f"--checkpoint={ckpt}", f"--input={path_16}", f"--output={out}")
+  assert result.returncode == 0, result.stderr
+  image = image_ops.load_image_for_eval(path_8, size=32)
+  np.testing.assert_allclose(
+    np.load(out), eval_forward(cfg, params, state, image[None])[0], rtol=0, atol=1e-5
+  )
+
+
+NOT_REAL_NUMBERS = {
+  "complex": np.full((32, 32, 3), 1 + 2j, np.complex64),
+  "datetime": np.zeros((32, 32, 3), "datetime64[s]"),
+  "bool": np.ones((32, 32, 3), bool),
+  "string": np.full((32, 32, 3), "1.0"),
+}
+
+
+@pytest.mark.parametrize("kind", NOT_REAL_NUMBERS)
+def test_predict_input_refuses_arrays_of_other_than_real_numbers(tmp_path, kind):
+  array = NOT_REAL_NUMBERS[kind]
+  path = tmp_path / f"{kind}.npy"
+  np.save(path, array)
+  cfg = registry.get_model_config("testing")
+  message = re.escape(f"has dtype {array.dtype}; the model takes real numbers")
+  with pytest.raises(ValueError, match=message):
+    predict_tool.load_input(str(path), cfg)
+
+
+def test_predict_input_refuses_object_arrays(tmp_path):
+  path = tmp_path / "object.npy"
+  np.save(path, np.full((32, 32, 3), None, object), allow_pickle=True)
+  cfg = registry.get_model_config("testing")
+  with pytest.raises(ValueError, match="cannot read array .*allow_pickle=False"):
+    predict_tool.load_input(str(path), cfg)
+
+
+def test_predict_string_npy_fails_with_one_line(checkpoint, tmp_path):
+  path = tmp_path / "strings.npy"
+  np.save(path, NOT_REAL_NUMBERS["string"])
+  assert_one_line_error(predict(f"--checkpoint={checkpoint[0]}", f"--input={path}"), path)
+
+
+def test_predict_image_for_a_points_model_names_the_input(tmp_path):
+  # c289d05 ended in a Haiku shape error after loading the checkpoint.
+  cfg = modelnet40.get_config("runlocal").model
+  params, state = model.build_model(cfg).init(
+    jax.random.PRNGKey(0), model.dummy_inputs(cfg), is_training=True
+  )
+  ckpt = tmp_path / "points.pystate"
+  official_format.save_official_pickle(str(ckpt), params, state)
+  image = tmp_path / "image.png"
+  Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+  config = "--config=configs/modelnet40.py:runlocal"
+  result = run_cli("perceiver_jax.predict", config, f"--checkpoint={ckpt}", f"--input={image}")
+  assert_one_line_error(result, image)
+  assert "the model takes points input of shape (256, 3), not an RGB image" in result.stderr
 
 
 def test_summary_parameter_totals():

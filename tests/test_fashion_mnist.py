@@ -61,6 +61,11 @@ CORRUPTIONS = {
   "short header": (GOOD[:6], "truncated IDX header"),
   "truncated": (GOOD[:-1], "truncated data"),
   "trailing": (GOOD + b"\x00", "1 bytes of trailing garbage"),
+  # 65536**4 = 2**64 items: a product in int64 wraps to 0 and would match the 0 data bytes.
+  "overflowing dims": (
+    bytes([0, 0, 0x08, 4]) + struct.pack(">4I", *[65536] * 4),
+    r"truncated data, header \(65536, 65536, 65536, 65536\) promises 18446744073709551616 bytes",
+  ),
 }
 
 
@@ -115,6 +120,15 @@ def test_load_split_validates(tmp_path):
     fm.load_split("train", str(tmp_path))
   with pytest.raises(ValueError, match="split='val'"):
     fm.load_split("val", str(tmp_path))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_load_split_rejects_an_empty_split_naming_the_file(tmp_path, split):
+  write_split(tmp_path, split, np.zeros((0, 28, 28), np.uint8), np.zeros((0,), np.uint8))
+  with pytest.raises(ValueError) as info:
+    fm.load_split(split, str(tmp_path))
+  images_file = tmp_path / fm.FILES[split][0]
+  assert str(info.value) == f"{images_file}: the {split} split holds no examples"
 
 
 def test_load_split_missing_files_say_how_to_fix(tmp_path):

@@ -1,10 +1,14 @@
 """Tests of `perceiver_jax/metrics.py`: the JSON-lines log, TensorBoard events, config, progress."""
 
+import errno
 import glob
 import json
 import math
 import os
+import pathlib
 import struct
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -12,6 +16,9 @@ import pytest
 from tensorboardX.proto import event_pb2
 
 from perceiver_jax import metrics
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def read_lines(workdir) -> list[str]:
@@ -112,7 +119,7 @@ def test_tensorboard_event_file_holds_the_scalars(tmp_path):
   writer = metrics.MetricWriter(str(tmp_path))
   writer.write_scalars(7, {"train/loss": 1.25})
   writer.write_scalars(8, {"eval/top1": 0.75})
-  writer.close()  # tensorboardX writes events from a background thread; close() drains it
+  writer.close()
   assert scalar_events(tmp_path) == [(7, "train/loss", 1.25), (8, "eval/top1", 0.75)]
 
 
@@ -140,6 +147,102 @@ def test_write_config_round_trip(tmp_path):
   }
   assert ml_collections.ConfigDict(loaded).optimizer.learning_rate == 1e-3
   assert os.listdir(tmp_path) == ["config.json"]
+
+
+def _is_open_on(fd: int, suffix: str) -> bool:
+  return os.readlink(f"/proc/self/fd/{fd}").endswith(suffix)
+
+
+@pytest.mark.parametrize("call", ["write", "fsync"])
+def test_a_full_disk_during_a_metrics_write_raises_naming_the_file(tmp_path, monkeypatch, call):
+  writer = metrics.MetricWriter(str(tmp_path))
+  writer.write_scalars(1, {"train/loss": 2.0})
+  real_write, real_fsync = os.write, os.fsync
+
+  def full_write(fd, data):  # the disk fills in the middle of the line
+    if not _is_open_on(fd, "metrics.jsonl"):
+      return real_write(fd, data)
+    if len(data) > 5:
+      return real_write(fd, bytes(data[:5]))
+    raise ENOSPC
+
+  def full_fsync(fd):  # the written line cannot be made durable
+    if _is_open_on(fd, "metrics.jsonl"):
+      raise ENOSPC
+    real_fsync(fd)
+
+  monkeypatch.setattr(os, call, full_write if call == "write" else full_fsync)
+  path = str(tmp_path / "metrics.jsonl")
+  with pytest.raises(OSError) as info:
+    writer.write_scalars(2, {"train/loss": 1.0})
+  assert str(info.value) == f"[Errno {errno.ENOSPC}] No space left on device: '{path}'"
+  with pytest.raises(OSError) as again:  # a spent writer refuses, it does not half-write
+    writer.write_scalars(3, {"train/loss": 0.5})
+  assert again.value is info.value
+  writer.close()  # never raises: the error above is the one to report
+  monkeypatch.undo()
+  assert read_lines(tmp_path) == ['{"step": 1, "train/loss": 2.0}']  # the partial line is gone
+
+
+_FULL_DISK_FOR_TENSORBOARD = """
+import errno, os, sys
+from tensorboardX import record_writer
+from perceiver_jax import metrics
+
+real_write = record_writer.RecordWriter.write
+calls = []
+
+def write(self, data):  # the first event (the file header) fits, then the disk is full
+  calls.append(data)
+  if len(calls) > 1:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  real_write(self, data)
+
+record_writer.RecordWriter.write = write
+writer = metrics.MetricWriter(sys.argv[1])
+try:
+  for step in range(100):  # tensorboardX's queue held 10 events before its put() blocked
+    writer.write_scalars(step, {"train/loss": 1.0, "train/grad_norm": 2.0})
+except OSError as e:
+  print(e)
+writer.close()
+"""
+
+
+def test_a_full_disk_during_a_tensorboard_write_raises_instead_of_hanging(tmp_path):
+  # In a subprocess with a timeout: the failure this guards against was a hang for ever.
+  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+  result = subprocess.run(
+    [sys.executable, "-c", _FULL_DISK_FOR_TENSORBOARD, str(tmp_path)],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+  assert result.returncode == 0, result.stderr
+  (event_file,) = glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+  assert result.stdout == f"[Errno {errno.ENOSPC}] No space left on device: '{event_file}'\n"
+  assert len(read_lines(tmp_path)) == 1  # the step-0 line, written before the event
+
+
+def test_a_failed_config_write_keeps_the_old_file_and_names_it(tmp_path, monkeypatch):
+  config = ml_collections.ConfigDict({"seed": 1})
+  metrics.write_config(str(tmp_path), config)
+  real_fsync = os.fsync
+
+  def full_fsync(fd):
+    if _is_open_on(fd, ".tmp"):
+      raise ENOSPC
+    real_fsync(fd)
+
+  monkeypatch.setattr(os, "fsync", full_fsync)
+  config.seed = 2
+  with pytest.raises(OSError) as info:
+    metrics.write_config(str(tmp_path), config)
+  path = tmp_path / "config.json"
+  assert str(info.value) == f"[Errno {errno.ENOSPC}] No space left on device: '{path}'"
+  assert json.loads(path.read_text()) == {"seed": 1}
+  assert os.listdir(tmp_path) == ["config.json"]  # no temporary file left behind
 
 
 @pytest.mark.parametrize(

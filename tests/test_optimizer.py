@@ -121,6 +121,18 @@ def test_learning_rate_scales_with_batch_size():
     (dict(b2=1.0), "config.optimizer.b2=1.0: must be in"),
     (dict(clip_global_norm=-1.0), "config.optimizer.clip_global_norm=-1.0"),
     (dict(name="sgd"), "config.optimizer.name='sgd': unknown optimizer"),
+    # NaN passes `<= 0` checks, inf makes the updates non-finite: both must be refused.
+    (dict(learning_rate=float("nan")), "config.optimizer.learning_rate=nan: must be finite"),
+    (dict(learning_rate=float("inf")), "config.optimizer.learning_rate=inf: must be finite"),
+    (dict(eps=float("nan")), "config.optimizer.eps=nan: must be finite"),
+    (dict(weight_decay=float("nan")), "config.optimizer.weight_decay=nan: must be finite"),
+    (dict(weight_decay=float("inf")), "config.optimizer.weight_decay=inf: must be finite"),
+    (dict(clip_global_norm=float("nan")), "config.optimizer.clip_global_norm=nan: must be finite"),
+    (dict(clip_global_norm=float("inf")), "config.optimizer.clip_global_norm=inf: must be finite"),
+    (
+      dict(schedule="step", decay_epochs=(1,), decay_factor=float("nan")),
+      "config.optimizer.decay_factor=nan: must be finite",
+    ),
   ],
 )
 def test_validation_names_field_and_value(overrides, message):

@@ -180,7 +180,10 @@ def test_finished_points_are_skipped(tmp_path, capsys):
 
   def fake_runner(command):
     commands.append(command)
-    return 1 if "--config.model.num_latents=128" in command else 0
+    if "--config.model.num_latents=128" in command:
+      return 1
+    write_run(command[4].removeprefix("--workdir="), 1.0, top1=0.5)  # a finished run
+    return 0
 
   statuses = sweep.run_sweep(CONFIG, str(tmp_path), points, ["--config.seed=1"], runner=fake_runner)
   assert statuses == ["ok (earlier run)", "failed (exit 1)", "ok", "failed (exit 1)"]
@@ -193,3 +196,39 @@ def test_finished_points_are_skipped(tmp_path, capsys):
   commands.clear()
   statuses = sweep.run_sweep(CONFIG, str(tmp_path), points, [], rerun=True, runner=fake_runner)
   assert len(commands) == 4
+
+
+def test_a_preempted_point_is_resumable_not_finished(tmp_path, capsys):
+  """The trainer exits 0 after SIGTERM (checkpoint saved, no final.json): that point remains."""
+  points = two_by_two()
+
+  def fake_trainer(command):
+    point_dir = command[4].removeprefix("--workdir=")
+    # Point 1 is preempted after its first evaluation; the others finish.
+    write_run(point_dir, 1.5, top1=0.5, finished="num_latents=128" not in point_dir)
+    return 0
+
+  statuses = sweep.run_sweep(CONFIG, str(tmp_path), points[:2], [], runner=fake_trainer)
+  assert statuses == ["ok", "preempted (resumable)"]
+  assert "preempted (resumable)" in capsys.readouterr().out
+  assert sweep.summary(statuses) == (
+    "1/2 points ok, 1 remain (1 preempted, resumable: rerun the sweep)"
+  )
+  rows = sweep.results_table(str(tmp_path), points[:2], statuses)
+  assert rows[2][-1] == "preempted (resumable)"
+
+  # Rerunning the sweep skips the finished point and resumes the preempted one.
+  resumed = []
+  statuses = sweep.run_sweep(
+    CONFIG, str(tmp_path), points[:2], [], runner=lambda c: resumed.append(c) or 0
+  )
+  assert [c[4] for c in resumed] == [f"--workdir={tmp_path / sweep.point_dirname(1, points[1])}"]
+  assert statuses == ["ok (earlier run)", "preempted (resumable)"]  # still no final.json
+
+
+def test_summary_counts_the_points_that_remain():
+  assert sweep.summary(["ok", "ok (earlier run)"]) == "2/2 points ok"
+  assert sweep.summary(["ok", "failed (exit 1)", "preempted (resumable)"]) == (
+    "1/3 points ok, 2 remain (1 preempted, resumable: rerun the sweep)"
+  )
+  assert sweep.summary(["failed (exit 2)"]) == "0/1 points ok, 1 remain"

@@ -302,7 +302,7 @@ def make_data(
     )
 
   example = _stack1(train_example(0, order.first_slot))
-  return contract.Data(len(train_source), train_batches, eval_batches, example)
+  return contract.Data(len(train_source), len(eval_source), train_batches, eval_batches, example)
 
 
 def _stack1(tree: dict) -> dict:

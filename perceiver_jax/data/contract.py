@@ -62,6 +62,7 @@ class Data:
 
   Attributes:
     num_train_examples: global size of the training split (epochs -> steps).
+    num_eval_examples: global number of examples one evaluation pass counts.
     train_batches: (start_step, prefix) -> infinite iterator of this process's training
       batches from global step `start_step` on.
     eval_batches: prefix -> one pass over this process's share of the evaluation split;
@@ -70,6 +71,7 @@ class Data:
   """
 
   num_train_examples: int
+  num_eval_examples: int
   train_batches: Callable[[int, Prefix], Iterator[Batch]]
   eval_batches: Callable[[Prefix], Iterator[Batch]]
   example: Batch
@@ -142,6 +144,14 @@ def check_process(process_index: int, process_count: int) -> None:
   """ValueError unless 0 <= process_index < process_count."""
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+
+
+def check_split_sizes(num_train: int, num_eval: int, dataset: str) -> None:
+  """ValueError naming `dataset` unless both splits hold an example (an empty evaluation split
+  would otherwise fail only at the first evaluation, after all the training)."""
+  for split, size in (("training", num_train), ("evaluation", num_eval)):
+    if size < 1:
+      raise ValueError(f"{dataset}: the {split} split is empty ({size} examples)")
 
 
 def check_start_step(start_step: int) -> None:

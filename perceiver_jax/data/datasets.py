@@ -49,12 +49,15 @@ def load(
   process_index: int = 0,
   process_count: int = 1,
 ) -> Data:
-  """The `Data` of `config.data.name` for this process; its example batch is checked against
-  `facts` (input shapes, label width), so a dataset that does not fit the model fails here."""
+  """The `Data` of `config.data.name` for this process. Its splits must not be empty and its
+  example batch is checked against `facts` (input shapes, label width), so a dataset that
+  cannot train or evaluate the model fails here, before the first step."""
   name = config.data.name
   if name not in _MAKERS:
     raise ValueError(f"config.data.name={name!r}: expected one of {DATASETS}")
   contract.check_process(process_index, process_count)
   data = _MAKERS[name](config, facts, process_index=process_index, process_count=process_count)
-  contract.check_example(data.example, facts, f"config.data.name={name!r}")
+  dataset = f"config.data.name={name!r}"
+  contract.check_split_sizes(data.num_train_examples, data.num_eval_examples, dataset)
+  contract.check_example(data.example, facts, dataset)
   return data

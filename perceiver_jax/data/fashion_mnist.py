@@ -23,6 +23,7 @@ All failures raise a one-line ValueError naming the file and the problem.
 
 import gzip
 import hashlib
+import math
 import os
 import urllib.request
 import zlib
@@ -113,7 +114,7 @@ def read_idx(path: str) -> np.ndarray:
     raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes, {ndim} dims)")
   shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", count=ndim, offset=4))
   dtype = _IDX_DTYPES[code]
-  expected = int(np.prod(shape)) * dtype.itemsize
+  expected = math.prod(shape) * dtype.itemsize  # exact: np.prod would wrap around int64
   actual = len(raw) - header
   if actual < expected:
     raise ValueError(
@@ -205,6 +206,8 @@ def load_split(
     )
   if labels.ndim != 1:
     raise ValueError(f"{labels_path}: expected labels of shape [N], got {labels.shape}")
+  if len(images) == 0:
+    raise ValueError(f"{images_path}: the {split} split holds no examples")
   if len(images) != len(labels):
     raise ValueError(
       f"{labels_path}: {len(labels)} labels but {images_path} has {len(images)} images"

@@ -161,6 +161,9 @@ def _decode(source, name: str) -> np.ndarray:
   try:
     with Image.open(source) as img:
       img.load()  # Image.open only reads the header; decode everything now.
+      if img.mode.startswith("I;16"):  # 16-bit grey: convert("RGB") would clip it at 255.
+        grey = (np.asarray(img).astype(np.uint32) * 255 + 32767) // 65535
+        return np.repeat(grey.astype(np.uint8)[..., None], 3, axis=-1)
       return np.asarray(img.convert("RGB"), dtype=np.uint8)
   except FileNotFoundError:
     problem = "no such file"

@@ -273,6 +273,7 @@ def make_data(
   order = contract.TrainOrder(
     len(train_split), config.batch_size, config.seed, process_index, process_count
   )
+  num_eval = min(len(eval_split), cfg.num_eval_examples or len(eval_split))
 
   def train_batches(start_step: int, prefix: contract.Prefix) -> Iterator[dict]:
     _, prefix = contract.local_shape(config.batch_size, process_count, prefix)
@@ -284,8 +285,7 @@ def make_data(
 
   def eval_batches(prefix: contract.Prefix) -> Iterator[dict]:
     eval_local, prefix = contract.local_shape(config.eval_batch_size, process_count, prefix)
-    n = min(len(eval_split), cfg.num_eval_examples or len(eval_split))
-    indices = contract.padded_eval_indices(n, eval_local, process_index, process_count)
+    indices = contract.padded_eval_indices(num_eval, eval_local, process_index, process_count)
     evaluator = _Eval(eval_split, indices, cfg.image_size, facts.num_classes)
     examples = grain.MapDataset.range(0, len(indices)).map(evaluator.example)
     batches = examples.batch(eval_local)
@@ -300,6 +300,7 @@ def make_data(
   }
   return contract.Data(
     num_train_examples=len(train_split),
+    num_eval_examples=num_eval,
     train_batches=train_batches,
     eval_batches=eval_batches,
     example=example,

@@ -122,13 +122,15 @@ def in_memory_data(
       `prepare`; slot j of step k draws from `TrainOrder.rng(AUGMENT_STREAM, k, j)`.
     process_index, process_count: this process and how many share the global batch.
   """
+  dataset = f"config.data.name={config.data.name!r}"
+  contract.check_split_sizes(_num_examples(train), _num_examples(test), dataset)
   order = contract.TrainOrder(
     _num_examples(train), config.batch_size, config.seed, process_index, process_count
   )
   contract.check_example(
     prepare({key: value[:1] for key, value in test.items()}),
     facts,
-    f"config.data.name={config.data.name!r} evaluation",
+    f"{dataset} evaluation",
     windows=facts.eval_windows,
   )
 
@@ -167,7 +169,9 @@ def in_memory_data(
     return map(prepare, raw)
 
   example = prepare(augmented({key: value[:1] for key, value in train.items()}, 0))
-  return contract.Data(len(train["labels"]), local_train_batches, local_eval_batches, example)
+  return contract.Data(
+    _num_examples(train), _num_examples(test), local_train_batches, local_eval_batches, example
+  )
 
 
 _END = object()

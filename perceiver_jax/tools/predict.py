@@ -4,9 +4,10 @@
       --checkpoint=imagenet_fourier_position_encoding.pystate --input=cat.jpg \
       [--output=logits.npy]
 
-`--input` is an image file, preprocessed as the official evaluation does (centre crop
-of 224/256 of the short side, bicubic resize, ImageNet mean/std), or a `.npy` array
-already preprocessed, [H, W, 3] float32. Prints the top-k classes as JSON.
+`--input` is an image file for an RGB image model, preprocessed as the official evaluation
+does (centre crop of 224/256 of the short side, bicubic resize, ImageNet mean/std), or a
+`.npy` array already preprocessed in the model's input shape (float or int). Prints the top-k
+classes as JSON. A bad input, config or checkpoint ends with one `error:` line.
 """
 
 from __future__ import annotations
@@ -29,29 +30,45 @@ _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Model config, e.g. configs/imagenet.py:variant=io_fourier."
 )
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint pickle in the official format.")
-_INPUT = flags.DEFINE_string("input", None, "Image file, or a preprocessed [H, W, 3] float32 .npy.")
+_INPUT = flags.DEFINE_string(
+  "input", None, "Image file (RGB image models), or a .npy in the model's input shape."
+)
 _OUTPUT = flags.DEFINE_string("output", None, "Optional .npy path for the logits [num_classes].")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Number of classes to print.")
 
 
-def load_input(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
-  """Reads an image file or a preprocessed .npy into [H, W, C] float32."""
+def load_input(path: str, model_config) -> np.ndarray:
+  """One model input, float32, from a preprocessed `.npy` or an image file.
+
+  A `.npy` must hold finite real numbers (float, int or uint: no bool, complex, datetime,
+  string or object array) in the model's input shape. An image file needs an RGB image model
+  with a square input [H, H, 3]; it is decoded at its bit depth (16-bit grey scaled to 0..255,
+  not clipped) and preprocessed as the official evaluation does.
+
+  Raises:
+    ValueError: one line naming the file and the problem.
+  """
+  input_shape = model.input_shapes(model_config)
   if path.endswith(".npy"):
     try:
       array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
       raise ValueError(f"cannot read array {path!r}: {e}") from None
-    if array.shape != tuple(input_shape):
+    if array.dtype.kind not in "iuf":
       raise ValueError(
-        f"array {path!r} has shape {array.shape}, the model expects {tuple(input_shape)}"
+        f"array {path!r} has dtype {array.dtype}; the model takes real numbers (float or int)"
       )
+    if array.shape != input_shape:
+      raise ValueError(f"array {path!r} has shape {array.shape}, the model expects {input_shape}")
     if not np.all(np.isfinite(array)):
       raise ValueError(f"array {path!r} has non-finite values")
     return array.astype(np.float32)
-  height, width, _ = input_shape
-  if height != width:
-    raise ValueError(f"image preprocessing needs a square model input, got {tuple(input_shape)}")
-  return image_ops.load_image_for_eval(path, size=height)
+  if model_config.modality != "image" or input_shape[1:] != (input_shape[0], 3):
+    raise ValueError(
+      f"{path!r} is an image file, but the model takes {model_config.modality} input of shape "
+      f"{input_shape}, not an RGB image [H, H, 3]: give a preprocessed .npy of that shape"
+    )
+  return image_ops.load_image_for_eval(path, size=input_shape[0])
 
 
 def load_checkpoint(model_config, path: str):
@@ -101,8 +118,9 @@ def main(argv):
     if value is None:
       sys.exit(f"error: --{name} is required")
   try:
+    model.validate_model_config(config.model)
+    image = load_input(_INPUT.value, config.model)
     params, state = load_checkpoint(config.model, _CHECKPOINT.value)
-    image = load_input(_INPUT.value, tuple(config.model.input_shape))
   except ValueError as e:
     sys.exit(f"error: {e}")
   logits = predict(config.model, params, state, image)

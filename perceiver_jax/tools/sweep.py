@@ -2,9 +2,12 @@
 `scripts/sweep.py`, whose docstring gives the command line.
 
 The grid is the Cartesian product of the sweep values, the first varying slowest; each point is
-one `python -m perceiver_jax.main` run in its own workdir. A point is finished when its workdir
-holds the trainer's `final.json`; finished points are skipped unless asked to rerun, so an
-interrupted sweep resumes. The results table has one row per point.
+one `python -m perceiver_jax.main` run in its own workdir. A point is finished when, and only
+when, its workdir holds the trainer's `final.json`; finished points are skipped unless asked to
+rerun, so an interrupted sweep resumes. A run that exits 0 without `final.json` was preempted
+(the trainer saves a checkpoint and exits 0 on SIGTERM): the point is "preempted (resumable)",
+and rerunning the sweep resumes it from its checkpoint. The results table has one row per
+point; the summary line counts the points that remain.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def run_sweep(
   rerun: bool = False,
   runner: Callable[[list[str]], int] = subprocess.call,
 ) -> list[str]:
-  """Runs the points one after another; returns each point's status (`ok`, `failed`, ...)."""
+  """Runs the points one after another; returns each point's status (see `point_status`)."""
   statuses = []
   for index, point in enumerate(points):
     point_dir = os.path.join(workdir, point_dirname(index, point))
@@ -109,8 +112,19 @@ def run_sweep(
       continue
     print(f"[sweep] {index + 1}/{len(points)} {point_dir}", flush=True)
     returncode = runner(point_command(config, point_dir, point, extras))
-    statuses.append("ok" if returncode == 0 else f"failed (exit {returncode})")
+    status = point_status(point_dir, returncode)
+    if status != "ok":
+      print(f"[sweep] {index + 1}/{len(points)} {point_dir}: {status}", flush=True)
+    statuses.append(status)
   return statuses
+
+
+def point_status(point_dir: str, returncode: int) -> str:
+  """`ok` if the run finished (its `final.json` exists), else why not: `failed (exit N)`, or
+  `preempted (resumable)` for an exit 0 without `final.json` (a SIGTERM'd trainer)."""
+  if returncode != 0:
+    return f"failed (exit {returncode})"
+  return "ok" if is_finished(point_dir) else "preempted (resumable)"
 
 
 def results_table(workdir: str, points: list[dict[str, str]], statuses: list[str]) -> list[list]:
@@ -172,5 +186,17 @@ def run(
   metrics.atomic_write_text(os.path.join(workdir, "results.md"), to_markdown(rows))
   metrics.atomic_write_text(os.path.join(workdir, "results.csv"), to_csv(rows))
   print(to_markdown(rows), end="")
-  failed = sum(not s.startswith("ok") for s in statuses)
-  print(f"[sweep] {len(points) - failed}/{len(points)} points ok; tables in {workdir}")
+  print(f"[sweep] {summary(statuses)}; tables in {workdir}")
+
+
+def summary(statuses: list[str]) -> str:
+  """`3/4 points ok, 1 remain (1 preempted, resumable: rerun the sweep)`."""
+  done = sum(s.startswith("ok") for s in statuses)
+  line = f"{done}/{len(statuses)} points ok"
+  if done == len(statuses):
+    return line
+  preempted = statuses.count("preempted (resumable)")
+  line += f", {len(statuses) - done} remain"
+  if preempted:
+    line += f" ({preempted} preempted, resumable: rerun the sweep)"
+  return line
