@@ -2,15 +2,21 @@
 
 The model section of a config (`config.model`) declares every field below; nothing has a
 default in code. Each axis of variation is dispatched once, through one table:
-  modality               'image', 'points' or 'audio_video': the adapter in
+  modality               'image', 'points', 'audio_video' or 'text': the adapter in
                          `perceiver_jax.modalities` that validates its section, sizes and
                          builds the preprocessor (image: `input_shape` and `input.*`; points:
-                         `input_shape` and `points.*`; audio_video: `audio_video.*`).
+                         `input_shape` and `points.*`; audio_video: `audio_video.*`; text:
+                         `input_shape` and `text.*`). A preprocessor that also returns an
+                         input mask [B, M] (text: padding) masks those inputs as keys of the
+                         encoder's cross-attend and, for a decoder whose queries follow the
+                         inputs, as queries of the decoder.
   architecture           'perceiver', or a baseline fed the same input array (`baselines`):
                          'convnet', 'vit', 'transformer', configured by `baseline.*`; the
                          encoder and decoder fields are then unused.
-  decoder.type           'classification' (Perceiver IO query decoder) or 'projection' (mean
-                         over latents + Linear, the original Perceiver): `DECODERS`.
+  decoder.type           'classification' (Perceiver IO query decoder), 'projection' (mean
+                         over latents + Linear, the original Perceiver) or 'embedding' (one
+                         query per input, logits through the text modality's input embedding:
+                         the language model): `DECODERS`. decoder.qk_channels 0: derived.
   num_classes            output classes.
   num_latents, num_latent_channels, num_blocks, num_self_attends_per_block,
   num_cross_attends, cross_attend_placement, share_cross_attend_weights,
@@ -52,24 +58,43 @@ def input_channels(cfg: ml_collections.ConfigDict) -> int:
   return modalities.get(cfg.modality).input_channels(cfg)
 
 
-def _classification_decoder(cfg: ml_collections.ConfigDict) -> decoders.ClassificationDecoder:
+def _classification_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module:
+  del preprocessor
   return decoders.ClassificationDecoder(
     num_classes=cfg.num_classes,
     num_z_channels=cfg.num_latent_channels,
     num_heads=cfg.decoder.num_heads,
+    qk_channels=_or_none(cfg.decoder.qk_channels),
     use_query_residual=cfg.decoder.use_query_residual,
     trainable_kwargs={"init_scale": cfg.decoder.query_init_scale},
   )
 
 
-def _projection_decoder(cfg: ml_collections.ConfigDict) -> decoders.ProjectionDecoder:
+def _projection_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module:
+  del preprocessor
   return decoders.ProjectionDecoder(num_classes=cfg.num_classes)
 
 
-# decoder.type -> builder of a module with `decoder_query(...)` and `(query, z, *, ...)`.
-DECODERS: dict[str, Callable[[ml_collections.ConfigDict], hk.Module]] = {
+def _embedding_decoder(cfg: ml_collections.ConfigDict, preprocessor):
+  """The language model's head; `preprocessor` must own an `embedding_matrix` (text)."""
+  return decoders.EmbeddingTiedDecoder(
+    embedding_matrix=lambda: preprocessor.embedding_matrix,
+    vocab_size=cfg.num_classes,
+    num_outputs=cfg.input_shape[0],
+    query_channels=input_channels(cfg),
+    num_heads=cfg.decoder.num_heads,
+    qk_channels=_or_none(cfg.decoder.qk_channels),
+    query_init_scale=cfg.decoder.query_init_scale,
+  )
+
+
+# decoder.type -> builder `(cfg, preprocessor)` of a decoder with `decoder_query(...)` and
+# `(query, z, *, is_training, query_mask=None)`; the preprocessor is the modality's (built in
+# the same transform), for decoders that share its parameters.
+DECODERS: dict[str, Callable[[ml_collections.ConfigDict, object], object]] = {
   "classification": _classification_decoder,
   "projection": _projection_decoder,
+  "embedding": _embedding_decoder,
 }
 
 
@@ -100,28 +125,36 @@ def build_encoder(cfg: ml_collections.ConfigDict) -> encoder_lib.PerceiverEncode
   )
 
 
-def _perceiver(cfg: ml_collections.ConfigDict):
-  """Encoder then decoder: `(inputs, inputs_without_pos, modality_sizes, subsampled_points, *,
-  is_training) -> the decoder's outputs`."""
+def _perceiver(cfg: ml_collections.ConfigDict, preprocessor):
+  """Encoder then decoder: `(inputs, inputs_without_pos, input_mask, modality_sizes,
+  subsampled_points, *, is_training) -> the decoder's outputs`."""
   encoder = build_encoder(cfg)
-  decoder = DECODERS[cfg.decoder.type](cfg)
+  decoder = DECODERS[cfg.decoder.type](cfg, preprocessor)
+  # A decoder with one query per input element masks the padded ones as queries too.
+  queries_follow_inputs = getattr(decoder, "queries_follow_inputs", False)
 
-  def apply(inputs, inputs_without_pos, modality_sizes, subsampled_points, *, is_training):
+  def apply(
+    inputs, inputs_without_pos, input_mask, modality_sizes, subsampled_points, *, is_training
+  ):
     z = encoder.latents(inputs.shape[0])  # [B, N, D]
-    z = encoder(inputs, z, is_training=is_training)  # [B, N, D]
+    z = encoder(inputs, z, is_training=is_training, input_mask=input_mask)  # [B, N, D]
     query = decoder.decoder_query(
       inputs,
       modality_sizes=modality_sizes,
       inputs_without_pos=inputs_without_pos,
       subsampled_points=subsampled_points,
     )  # [B, O, Cq], or None for a pooling decoder
-    return decoder(query, z, is_training=is_training)
+    query_mask = None
+    if queries_follow_inputs and input_mask is not None:
+      query_mask = input_mask if subsampled_points is None else input_mask[:, subsampled_points]
+    return decoder(query, z, is_training=is_training, query_mask=query_mask)
 
   return apply
 
 
-def _baseline(cfg: ml_collections.ConfigDict):
+def _baseline(cfg: ml_collections.ConfigDict, preprocessor):
   """A baseline of `baselines` over the image input array [B, M, C] -> logits [B, K]."""
+  del preprocessor
   base, grid = cfg.baseline, modalities.image.input_grid(cfg)
   if cfg.architecture == "convnet":
     classifier = baselines.ConvNetClassifier(
@@ -143,8 +176,10 @@ def _baseline(cfg: ml_collections.ConfigDict):
       name=cfg.architecture,
     )
 
-  def apply(inputs, inputs_without_pos, modality_sizes, subsampled_points, *, is_training):
-    del inputs_without_pos, modality_sizes
+  def apply(
+    inputs, inputs_without_pos, input_mask, modality_sizes, subsampled_points, *, is_training
+  ):
+    del inputs_without_pos, input_mask, modality_sizes  # image inputs: no mask
     if subsampled_points is not None:
       raise ValueError(f"the {cfg.architecture} baseline has no output points to subsample")
     return classifier(inputs, is_training=is_training)
@@ -152,8 +187,8 @@ def _baseline(cfg: ml_collections.ConfigDict):
   return apply
 
 
-# architecture -> builder of `(inputs, inputs_without_pos, modality_sizes, subsampled_points, *,
-# is_training) -> outputs`.
+# architecture -> builder `(cfg, preprocessor)` of `(inputs, inputs_without_pos, input_mask,
+# modality_sizes, subsampled_points, *, is_training) -> outputs`.
 ARCHITECTURES = {name: _baseline for name in baselines.ARCHITECTURES} | {"perceiver": _perceiver}
 
 
@@ -167,6 +202,13 @@ def _fail(cfg: ml_collections.ConfigDict, field: str, message: str):
 def _validate_perceiver(cfg: ml_collections.ConfigDict) -> None:
   if cfg.decoder.type not in DECODERS:
     _fail(cfg, "decoder.type", f"expected one of {tuple(DECODERS)}")
+  if cfg.decoder.type == "embedding":
+    if cfg.modality != "text":
+      _fail(cfg, "decoder.type", "ties its logits to the input embedding of modality 'text'")
+    if cfg.num_classes != cfg.text.vocab_size:
+      _fail(cfg, "num_classes", f"the embedding decoder's logits are the {cfg.text.vocab_size} ids")
+  if cfg.decoder.qk_channels % cfg.decoder.num_heads:
+    _fail(cfg, "decoder.qk_channels", f"not divisible by decoder.num_heads={cfg.decoder.num_heads}")
   if cfg.cross_attend_placement not in encoder_lib.CROSS_ATTEND_PLACEMENTS:
     _fail(cfg, "cross_attend_placement", f"expected one of {encoder_lib.CROSS_ATTEND_PLACEMENTS}")
   for field in ("num_latents", "num_latent_channels", "num_blocks", "num_cross_attends"):
@@ -232,10 +274,11 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
 def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """Returns `forward(inputs, *, is_training, subsampled_points=None) -> outputs`.
 
-  `inputs` is what the modality's adapter takes: images [B, H, W, C], points [B, P, 3], or
-  for 'audio_video' models a dict of arrays keyed by modality. The outputs are the
-  decoder's, in float32: logits [B, num_classes] for the classification and projection
-  decoders. `subsampled_points` ([O] flat output indices) goes to the decoder's query.
+  `inputs` is what the modality's adapter takes: images [B, H, W, C], points [B, P, 3],
+  int32 byte ids [B, L] for 'text', or for 'audio_video' models a dict of arrays keyed by
+  modality. The outputs are the decoder's, in float32: logits [B, num_classes] for the
+  classification and projection decoders, [B, L, num_classes] for the embedding decoder.
+  `subsampled_points` ([O] flat output indices) goes to the decoder's query.
 
   Initialise with `is_training=True` (BatchNorm state needs it). Evaluation with
   dropout off needs no PRNG key: `apply(params, state, None, images, is_training=False)`.
@@ -252,12 +295,14 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
 
   def forward(raw_inputs, *, is_training: bool, subsampled_points=None) -> jax.Array:
     preprocessor = modality.build_preprocessor(cfg)
-    network = ARCHITECTURES[cfg.architecture](cfg)
-    inputs, inputs_without_pos = preprocessor(raw_inputs, is_training=is_training)  # [B, M, C]
+    network = ARCHITECTURES[cfg.architecture](cfg, preprocessor)
+    # [B, M, C], [B, M, C'], and for some modalities an input mask [B, M] (True: attend).
+    inputs, inputs_without_pos, *input_mask = preprocessor(raw_inputs, is_training=is_training)
+    input_mask = input_mask[0] if input_mask else None
     inputs, inputs_without_pos = inputs.astype(dtype), inputs_without_pos.astype(dtype)
     with precision.compute_in(dtype):
       outputs = network(
-        inputs, inputs_without_pos, sizes, subsampled_points, is_training=is_training
+        inputs, inputs_without_pos, input_mask, sizes, subsampled_points, is_training=is_training
       )
     return jax.tree.map(lambda x: x.astype(jnp.float32), outputs)
 

@@ -138,7 +138,9 @@ def load_official_pickle(path: str) -> tuple[dict, dict]:
   return params, state
 
 
-def save_official_pickle(path: str, params: Tree, state: Tree | None = None) -> None:
+def save_official_pickle(
+  path: str, params: Tree, state: Tree | None = None, *, bare: bool = False
+) -> None:
   """Writes `{'params': params, 'state': state}` as plain dicts of numpy arrays.
 
   The official colabs read the result with `pickle.loads`. The write is atomic: a temporary
@@ -149,11 +151,15 @@ def save_official_pickle(path: str, params: Tree, state: Tree | None = None) -> 
     path: destination; parent directories are created.
     params: `{module_path: {leaf_name: array}}` (numpy or jax arrays).
     state: same structure; `None` writes `{}`.
+    bare: write the params mapping alone, the layout of the released language, flow and
+      video models (which have no state); `state` must then be empty.
   """
-  payload = {
-    "params": _plain_tree(params, f"{path}: params"),
-    "state": _plain_tree(state or {}, f"{path}: state"),
-  }
+  if bare and state:
+    raise ValueError(f"{path}: a bare params pickle cannot hold state")
+  params = _plain_tree(params, f"{path}: params")
+  payload = (
+    params if bare else {"params": params, "state": _plain_tree(state or {}, f"{path}: state")}
+  )
   with atomic.atomic_write(path, "wb") as f:
     pickle.dump(payload, f, protocol=4)
 

@@ -35,8 +35,12 @@ _FLOAT_FIELDS = (
   "decay_factor",
   "constant_fraction",
 )
-# Leaves that are exempt from weight decay in any module: Linear/Conv biases.
-_BIAS_LEAVES = ("b",)
+# Leaves that are exempt from weight decay in any module: Linear/Conv biases, and the output
+# bias of the language model's `embedding_decoder`.
+_BIAS_LEAVES = ("b", "bias")
+# Leaves that are decayed in any module: Linear/Conv weights and token embeddings (as in BERT;
+# the language model's embedding is also its output projection).
+_WEIGHT_LEAVES = ("w", "embeddings")
 # Leaves that are exempt when they belong to a LayerNorm/BatchNorm module.
 _NORM_LEAVES = ("scale", "offset")
 
@@ -167,7 +171,7 @@ def learning_rate_schedule(
 def _decays(path: tuple, decay_position_embeddings: bool) -> bool:
   names = [str(getattr(key, "key", key)) for key in path]
   module, leaf = "/".join(names[:-1]), names[-1]
-  if leaf == "w":
+  if leaf in _WEIGHT_LEAVES:
     return True
   if leaf in _BIAS_LEAVES:
     return False
@@ -184,8 +188,9 @@ def weight_decay_mask(params: hk.Params, decay_position_embeddings: bool = False
 
   The rule, by leaf name and (for norms) the innermost module name of Haiku's
   `{module_path: {leaf: array}}` tree:
-    `w` (Linear weight matrices, Conv kernels)            -> True
-    `b` (biases)                                           -> False
+    `w` (Linear weight matrices, Conv kernels),
+      `embeddings` (token embeddings)                      -> True
+    `b`, `bias` (biases)                                   -> False
     `scale`, `offset` in a `*norm*` module (LayerNorm,
       BatchNorm)                                           -> False
     `pos_embs` (latents, learned positions, queries)      -> decay_position_embeddings

@@ -15,6 +15,11 @@ ImageNet variants (224x224x3 inputs, 1000 classes):
   fashion_mnist         a small Perceiver (FF) on 4x4 patches of Fashion-MNIST (default run).
   testing               a tiny model on 32x32x3 inputs for tests.
 
+Language (UTF-8 byte ids, `modality='text'`, logits over the 262 byte ids per position):
+  language_perceiver_io the released masked language model: 2,048 bytes, 256 x 1,280
+                        latents, 26 self-attends, embedding-tied output: 201,108,230 params.
+  mlm_testing           the same layout at tiny widths, 64 bytes, for tests and runlocal.
+
 Fashion-MNIST pixel models for the paper's Table 2 in miniature: each is fed the same 784
 pixels with 2-D Fourier features (8 bands over the 28x28 grid), optionally permuted:
   fmnist_perceiver_ff       the Perceiver on pixels (`fashion_mnist` with prep 'pixels').
@@ -83,7 +88,11 @@ def base_config(modality: str, num_classes: int) -> ml_collections.ConfigDict:
       remat=False,
       compute_dtype="float32",  # or "bfloat16": bfloat16 compute, float32 parameters
       decoder=dict(
-        type="classification", num_heads=1, use_query_residual=True, query_init_scale=0.02
+        type="classification",
+        num_heads=1,
+        qk_channels=0,  # 0: the latent width (the cross-attend's kv input)
+        use_query_residual=True,
+        query_init_scale=0.02,
       ),
       # The baselines (architecture != "perceiver"); unused by the Perceiver.
       baseline=dict(
@@ -257,4 +266,44 @@ def fmnist_transformer_ff() -> ml_collections.ConfigDict:
   # other models' step on a CPU.
   cfg.baseline.num_channels = 64
   cfg.baseline.num_layers = 2
+  return cfg
+
+
+@register
+def language_perceiver_io() -> ml_collections.ConfigDict:
+  """The released byte-level masked language model (module tree and shapes as released)."""
+  cfg = base_config("text", num_classes=262)
+  cfg.num_latents = 256
+  cfg.num_latent_channels = 1280
+  cfg.num_blocks = 1
+  cfg.num_self_attends_per_block = 26
+  cfg.num_cross_attend_heads = 8
+  cfg.cross_attend_qk_channels = 256
+  cfg.cross_attend_v_channels = 1280
+  cfg.num_self_attend_heads = 8
+  cfg.self_attend_qk_channels = 256
+  cfg.self_attend_v_channels = 1280
+  cfg.decoder.type = "embedding"
+  cfg.decoder.num_heads = 8
+  cfg.decoder.qk_channels = 256
+  cfg.decoder.use_query_residual = False
+  return cfg
+
+
+@register
+def mlm_testing() -> ml_collections.ConfigDict:
+  cfg = language_perceiver_io()
+  cfg.input_shape = (64,)
+  cfg.text.embed_dim = 32
+  cfg.num_latents = 8
+  cfg.num_latent_channels = 48
+  cfg.num_self_attends_per_block = 2
+  cfg.num_cross_attend_heads = 4
+  cfg.cross_attend_qk_channels = 16
+  cfg.cross_attend_v_channels = 48
+  cfg.num_self_attend_heads = 4
+  cfg.self_attend_qk_channels = 16
+  cfg.self_attend_v_channels = 48
+  cfg.decoder.num_heads = 4
+  cfg.decoder.qk_channels = 16
   return cfg

@@ -75,8 +75,8 @@ def test_every_model_field_can_be_overridden_from_the_command_line(name, arg):
   path = os.path.join(CONFIG_DIR, f"{name}.py") + (f":{arg}" if arg else "")
   expected = importlib.import_module(f"configs.{name}").get_config(arg)
   overrides = [f"--config.model.{field}={value}" for field, value in _leaves(expected.model)]
-  overrides.append("--config.model.num_classes=7")  # the overrides are applied, in order
-  expected.model.num_classes = 7
+  overrides.append("--config.model.dropout_prob=0.25")  # the overrides are applied, in order
+  expected.model.dropout_prob = 0.25
   argv = ["prog", f"--config={path}", *overrides]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)

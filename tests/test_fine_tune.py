@@ -20,7 +20,8 @@ from perceiver_jax.models import baselines
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import common  # noqa: E402
 
-KINDS = [f"decoder={d}" for d in model.DECODERS] + [
+# The image model's heads; the 'embedding' decoder is the text model's, tied to its input.
+KINDS = [f"decoder={d}" for d in model.DECODERS if d != "embedding"] + [
   f"architecture={a}" for a in baselines.ARCHITECTURES if a != "perceiver"
 ]
 

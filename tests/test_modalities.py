@@ -42,8 +42,8 @@ def test_every_adapter_has_the_same_interface(name, variant):
 
 
 def test_unknown_modality_names_the_field():
-  with pytest.raises(ValueError, match=r"^config.model.modality='text': expected one of"):
-    modalities.get("text")
+  with pytest.raises(ValueError, match=r"^config.model.modality='speech': expected one of"):
+    modalities.get("speech")
 
 
 def test_points_preprocessor_is_xyz_then_their_fourier_features():

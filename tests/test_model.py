@@ -175,7 +175,7 @@ def test_a_new_decoder_plugs_in_and_gets_what_its_query_needs(monkeypatch):
     def __call__(self, query, z, *, is_training, query_mask=None):
       return hk.Linear(3)(query[:, 0] + jnp.mean(z, axis=(1, 2))[:, None])
 
-  monkeypatch.setitem(model.DECODERS, "mean_query", lambda cfg: MeanQueryDecoder())
+  monkeypatch.setitem(model.DECODERS, "mean_query", lambda cfg, preprocessor: MeanQueryDecoder())
   cfg = audioset.model_config("audio_video")
   cfg.audio_video.audio.num_samples = 1280  # 10 patches
   cfg.audio_video.video.update(num_frames=2, image_size=16)  # 1 x 2 x 2 patches

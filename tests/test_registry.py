@@ -23,6 +23,8 @@ GOLDEN_PARAM_COUNTS = {
   "fmnist_convnet_ff": 317_866,
   "fmnist_vit_ff": 866_442,
   "fmnist_transformer_ff": 103_050,
+  "language_perceiver_io": 201_108_230,  # the released byte model (test_text_model.py)
+  "mlm_testing": 51_942,
 }
 
 

@@ -4,6 +4,9 @@ A dataset's `make_data(config, facts, *, process_index, process_count)` returns 
 Batches are numpy dicts with exactly these keys:
   "inputs"  float32 [*prefix, ...], or a dict of such arrays keyed by modality;
   "labels"  int32 [*prefix] class ids, or float32 [*prefix, K] (soft or multi-hot labels);
+            or, for masked language modelling (inputs int32 byte ids [*prefix, L]), a dict
+            {"ids": int32 [*prefix, L] original ids, "weights": float32 [*prefix, L] 1 at the
+            positions to predict, else 0};
   "mask"    (evaluation only) float32 [*prefix], 1 for a real example, 0 for padding.
 prefix = (local_devices, per_device) is this process's share of the global batch. With
 `facts.eval_windows = W > 0` evaluation inputs carry a window axis, [*prefix, W, ...].
@@ -242,6 +245,13 @@ def check_example(example: Batch, facts: ModelFacts, dataset: str, *, windows: i
   got = _shapes(example["inputs"])
   if got != expected:
     raise ValueError(f"{dataset} gives inputs of shape {got}, the model takes {expected}")
+  if isinstance(example["labels"], dict):  # per-position labels of a sequence model
+    want = {"ids": expected, "weights": expected}
+    if _shapes(example["labels"]) != want:
+      raise ValueError(
+        f"{dataset} gives labels of shapes {_shapes(example['labels'])}, the model needs {want}"
+      )
+    return
   labels = np.shape(example["labels"])
   if labels not in ((1,), (1, facts.num_classes)):
     raise ValueError(

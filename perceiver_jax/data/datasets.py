@@ -37,7 +37,8 @@ def _module_maker(name: str):
 
 
 _MAKERS = {
-  name: _module_maker(name) for name in ("fashion_mnist", "modelnet40", "imagenet", "audioset")
+  name: _module_maker(name)
+  for name in ("fashion_mnist", "modelnet40", "imagenet", "audioset", "text")
 }
 DATASETS = tuple(_MAKERS)
 

@@ -1,6 +1,6 @@
 """Input modalities: one adapter module per kind of input, all with the same interface.
 
-Each adapter (`image`, `points`, `audio_video`) turns its part of `config.model` into plain
+Each adapter (`image`, `points`, `audio_video`, `text`) turns its part of `config.model` into plain
 arguments for the Haiku modules of `perceiver_jax.models`:
   SECTION                   the name of its config section in `config.model`.
   default_config()          its fields of `config.model` (its section, and `input_shape`
@@ -10,7 +10,8 @@ arguments for the Haiku modules of `perceiver_jax.models`:
   modality_sizes(cfg)       {modality: M} of fused inputs, in their order along M, for the
                             decoder's query; None for one input array.
   build_preprocessor(cfg)   inside a Haiku transform: `(inputs, *, is_training) ->
-                            (inputs [B, M, C], inputs_without_pos [B, M, C'])`.
+                            (inputs [B, M, C], inputs_without_pos [B, M, C'])`, plus an
+                            input mask [B, M] (True: attend) where inputs can be padding.
   dummy_inputs(cfg, batch_size)  zeros shaped like a batch of its inputs.
 `cfg` is `config.model`; `config.model.modality` names the adapter. A new modality is a new
 module here plus its entry in MODALITIES.
@@ -23,11 +24,13 @@ import types
 from perceiver_jax.modalities import audio_video
 from perceiver_jax.modalities import image
 from perceiver_jax.modalities import points
+from perceiver_jax.modalities import text
 
 MODALITIES: dict[str, types.ModuleType] = {
   "image": image,
   "points": points,
   "audio_video": audio_video,
+  "text": text,
 }
 
 

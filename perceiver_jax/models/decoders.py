@@ -4,6 +4,8 @@
 * `BasicDecoder`: output queries (learned or Fourier, optionally a subsample of the
   output points) cross-attend to the latents, then a Linear (Perceiver IO).
 * `ClassificationDecoder`: a `BasicDecoder` with one learned query, returning [B, classes].
+* `EmbeddingTiedDecoder`: one learned query per input position, then logits through the
+  transposed input embedding plus a bias (`EmbeddingDecoder`): the language model's head.
 * `ClassificationPostprocessor` / `ProjectionPostprocessor`: the official release's
   postprocessors, for decoders that output features rather than logits.
 
@@ -19,6 +21,7 @@ for O output points.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import haiku as hk
@@ -169,6 +172,80 @@ class ClassificationDecoder(hk.Module):
   ) -> jax.Array:
     """query [B, 1, Cq], z [B, N, D] -> logits [B, num_classes]."""
     return self.decoder(query, z, is_training=is_training, query_mask=query_mask)[:, 0, :]
+
+
+class EmbeddingDecoder(hk.Module):
+  """Logits from features through a transposed embedding matrix: [B, O, D] -> [B, O, V]."""
+
+  def __init__(self, vocab_size: int, name: str = "embedding_decoder"):
+    super().__init__(name=name)
+    self._vocab_size = vocab_size
+
+  def __call__(self, features: jax.Array, embedding_matrix: jax.Array) -> jax.Array:
+    """features [B, O, D], embedding_matrix [V, D] -> logits [B, O, V] (plus a learned bias)."""
+    bias = hk.get_parameter("bias", [self._vocab_size], init=jnp.zeros)
+    matrix = embedding_matrix.astype(features.dtype)
+    return jnp.einsum("bod,vd->bov", features, matrix) + bias.astype(features.dtype)
+
+
+class EmbeddingTiedDecoder:
+  """A `BasicDecoder` with one learned query per input position (no output Linear, no query
+  residual), then logits through the input embedding (`EmbeddingDecoder`): [B, L, V].
+
+  A plain object, so that `basic_decoder` and `embedding_decoder` are top-level modules as in
+  the released language model. `embedding_matrix` is a function returning the input
+  embedding [V, D], called when decoding (the preprocessor owns that parameter). Its queries
+  follow the inputs, so the model passes the input mask as `query_mask`.
+  """
+
+  queries_follow_inputs = True
+
+  def __init__(
+    self,
+    embedding_matrix: Callable[[], jax.Array],
+    vocab_size: int,
+    num_outputs: int,
+    query_channels: int,
+    num_heads: int,
+    qk_channels: int | None = None,
+    query_init_scale: float = 0.02,
+  ):
+    self._embedding_matrix = embedding_matrix
+    self.decoder = BasicDecoder(
+      output_num_channels=query_channels,
+      output_index_dims=(num_outputs,),
+      num_z_channels=query_channels,
+      num_heads=num_heads,
+      qk_channels=qk_channels,
+      v_channels=query_channels,
+      use_query_residual=False,
+      final_project=False,
+      trainable_kwargs={"init_scale": query_init_scale},
+      name="basic_decoder",
+    )
+    self.embedding_decoder = EmbeddingDecoder(vocab_size)
+
+  def decoder_query(
+    self,
+    inputs: jax.Array,
+    modality_sizes: dict[str, int] | None = None,
+    inputs_without_pos: jax.Array | None = None,
+    subsampled_points: jax.Array | None = None,
+  ) -> jax.Array:
+    """One learned query per input position [B, L, D] (or [B, O, D] for O subsampled)."""
+    return self.decoder.decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points)
+
+  def __call__(
+    self,
+    query: jax.Array,
+    z: jax.Array,
+    *,
+    is_training: bool,
+    query_mask: jax.Array | None = None,
+  ) -> jax.Array:
+    """query [B, L, D], z [B, N, Dz], query_mask [B, L] -> logits [B, L, V]."""
+    features = self.decoder(query, z, is_training=is_training, query_mask=query_mask)
+    return self.embedding_decoder(features, self._embedding_matrix())
 
 
 class ProjectionDecoder(hk.Module):

@@ -11,6 +11,7 @@ import ml_collections
 
 from perceiver_jax.tasks import base
 from perceiver_jax.tasks import classification
+from perceiver_jax.tasks import masked_lm
 from perceiver_jax.tasks import multi_label
 
 Task = base.Task
@@ -18,7 +19,8 @@ Evaluator = base.Evaluator
 
 # name -> Task subclass.
 TASKS: dict[str, type[Task]] = {
-  task.NAME: task for task in (classification.Classification, multi_label.MultiLabel)
+  task.NAME: task
+  for task in (classification.Classification, multi_label.MultiLabel, masked_lm.MaskedLM)
 }
 
 
