@@ -17,6 +17,8 @@ is not implemented yet: export both as text files (one document per line) and gi
 
 Arguments (`--config=configs/mlm.py:runlocal`):
   runlocal   the `mlm_testing` model (64-byte inputs), batch 8, 20 steps: a smoke test.
+  mini       the miniature pretraining run of `experiments/mlm_bytes/` (2 CPU cores): 256-byte
+             inputs, 64 x 128 latents, 4 self-attends, batch 32, AdamW, 3,000 steps.
 
 Model (`registry.language_perceiver_io`): the released byte model, 201,108,230 parameters.
 Recipe (paper): LAMB, lr 0.00125 (not scaled by batch), 1,000 linear warm-up steps then cosine
@@ -34,7 +36,7 @@ from perceiver_jax import tasks
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  arg = common.parse_arg(arg, runlocal=False)
+  arg = common.parse_arg(arg, runlocal=False, mini=False)
   config = common.training_defaults()
   config.variant = "language_perceiver_io"
   config.model = registry.get_model_config("language_perceiver_io")
@@ -73,4 +75,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batch_size = 8
     config.eval_batch_size = 8
     config.optimizer.warmup_steps = 1
+  if arg.mini:
+    config.variant = "mlm_testing"
+    config.model = registry.get_model_config("mlm_testing")
+    config.model.input_shape = (256,)
+    config.model.text.embed_dim = 128
+    config.model.num_latents = 64
+    for name in ("num_latent_channels", "cross_attend_v_channels", "self_attend_v_channels"):
+      config.model[name] = 128
+    config.model.num_self_attends_per_block = 4
+    config.model.cross_attend_qk_channels = 64
+    config.model.self_attend_qk_channels = 64
+    config.model.decoder.qk_channels = 64
+    config.data.docs_per_example = 2
+    config.batch_size = 32
+    config.eval_batch_size = 128
+    config.total_steps = 3_000
+    config.log_every_steps = 50
+    config.eval_every_steps = 250
+    config.checkpoint_every_steps = 500
+    config.optimizer.name = "adamw"
+    config.optimizer.learning_rate = 0.001
+    config.optimizer.warmup_steps = 200
+    config.optimizer.weight_decay = 0.01
   return config

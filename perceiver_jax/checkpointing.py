@@ -329,7 +329,11 @@ HEAD_MODULES = (
   "convnet/logits",
   "vit/logits",
   "transformer/logits",
+  "sentence_decoder/output",  # GLUE; configs/glue.py also excludes the rest of the decoder
 )
+# The language model's pretraining head: with `exclude_head`, dropped from the file when the
+# model being fine-tuned lacks it (a GLUE model starting from an MLM checkpoint).
+PRETRAINING_HEADS = ("basic_decoder", "embedding_decoder")
 
 
 def load_pretrained(
@@ -352,7 +356,8 @@ def load_pretrained(
       prefix matches whole path components: `self_attention` does not match
       `self_attention_1`. Each must match a module of the model.
     exclude_head: also exclude the model's head: the entry of `HEAD_MODULES` that the
-      template holds, whichever decoder or architecture it has.
+      template holds, whichever decoder or architecture it has; and drop the file's
+      `PRETRAINING_HEADS` modules that the template lacks.
 
   Returns:
     `(params, state)` with the template's modules, leaf names and dtypes: numpy arrays
@@ -379,7 +384,8 @@ def load_pretrained(
         f"the model has none of the known heads {list(HEAD_MODULES)}: name its head in "
         "pretrained.exclude and set pretrained.exclude_head=False"
       )
-    exclude = (*exclude, *heads)
+    unused_heads = [p for p in PRETRAINING_HEADS if not any(_under(m, p) for m in modules)]
+    exclude = (*exclude, *heads, *unused_heads)
   if os.path.isdir(path):
     params, state = _read_orbax(path)
   else:

@@ -16,7 +16,9 @@ default in code. Each axis of variation is dispatched once, through one table:
   decoder.type           'classification' (Perceiver IO query decoder), 'projection' (mean
                          over latents + Linear, the original Perceiver) or 'embedding' (one
                          query per input, logits through the text modality's input embedding:
-                         the language model): `DECODERS`. decoder.qk_channels 0: derived.
+                         the language model) or 'sentence' (one query, then a 2-layer tanh
+                         MLP of the input width: the GLUE head, [B, num_classes]): `DECODERS`.
+                         decoder.qk_channels 0: derived.
   num_classes            output classes.
   num_latents, num_latent_channels, num_blocks, num_self_attends_per_block,
   num_cross_attends, cross_attend_placement, share_cross_attend_weights,
@@ -88,6 +90,21 @@ def _embedding_decoder(cfg: ml_collections.ConfigDict, preprocessor):
   )
 
 
+def _sentence_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module:
+  """The GLUE head: one query, hidden width = query width = the input width (768 released)."""
+  del preprocessor
+  width = input_channels(cfg)
+  return decoders.SentenceDecoder(
+    num_outputs=cfg.num_classes,
+    query_channels=width,
+    hidden_channels=width,
+    num_heads=cfg.decoder.num_heads,
+    qk_channels=_or_none(cfg.decoder.qk_channels),
+    use_query_residual=cfg.decoder.use_query_residual,
+    query_init_scale=cfg.decoder.query_init_scale,
+  )
+
+
 # decoder.type -> builder `(cfg, preprocessor)` of a decoder with `decoder_query(...)` and
 # `(query, z, *, is_training, query_mask=None)`; the preprocessor is the modality's (built in
 # the same transform), for decoders that share its parameters.
@@ -95,6 +112,7 @@ DECODERS: dict[str, Callable[[ml_collections.ConfigDict, object], object]] = {
   "classification": _classification_decoder,
   "projection": _projection_decoder,
   "embedding": _embedding_decoder,
+  "sentence": _sentence_decoder,
 }
 
 
@@ -277,7 +295,7 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
   `inputs` is what the modality's adapter takes: images [B, H, W, C], points [B, P, 3],
   int32 byte ids [B, L] for 'text', or for 'audio_video' models a dict of arrays keyed by
   modality. The outputs are the decoder's, in float32: logits [B, num_classes] for the
-  classification and projection decoders, [B, L, num_classes] for the embedding decoder.
+  classification, projection and sentence decoders, [B, L, num_classes] for the embedding decoder.
   `subsampled_points` ([O] flat output indices) goes to the decoder's query.
 
   Initialise with `is_training=True` (BatchNorm state needs it). Evaluation with

@@ -3,7 +3,8 @@
 A dataset's `make_data(config, facts, *, process_index, process_count)` returns a `Data`.
 Batches are numpy dicts with exactly these keys:
   "inputs"  float32 [*prefix, ...], or a dict of such arrays keyed by modality;
-  "labels"  int32 [*prefix] class ids, or float32 [*prefix, K] (soft or multi-hot labels);
+  "labels"  int32 [*prefix] class ids, or float32 [*prefix, K] (soft or multi-hot labels),
+            or float32 [*prefix] regression targets (GLUE's STS-B scores);
             or, for masked language modelling (inputs int32 byte ids [*prefix, L]), a dict
             {"ids": int32 [*prefix, L] original ids, "weights": float32 [*prefix, L] 1 at the
             positions to predict, else 0};

@@ -4,6 +4,8 @@
 * `BasicDecoder`: output queries (learned or Fourier, optionally a subsample of the
   output points) cross-attend to the latents, then a Linear (Perceiver IO).
 * `ClassificationDecoder`: a `BasicDecoder` with one learned query, returning [B, classes].
+* `SentenceDecoder`: one learned query cross-attends to the latents, then a 2-layer tanh MLP
+  to [B, num_outputs]: the language model's GLUE head (class logits, or 1 regression score).
 * `EmbeddingTiedDecoder`: one learned query per input position, then logits through the
   transposed input embedding plus a bias (`EmbeddingDecoder`): the language model's head.
 * `ClassificationPostprocessor` / `ProjectionPostprocessor`: the official release's
@@ -172,6 +174,64 @@ class ClassificationDecoder(hk.Module):
   ) -> jax.Array:
     """query [B, 1, Cq], z [B, N, D] -> logits [B, num_classes]."""
     return self.decoder(query, z, is_training=is_training, query_mask=query_mask)[:, 0, :]
+
+
+class SentenceDecoder(hk.Module):
+  """One learned query cross-attends to the latents (no output Linear), then Linear ->
+  tanh -> Linear: [B, N, D] -> [B, num_outputs] (the paper's GLUE head).
+
+  Modules: `sentence_decoder/~/basic_decoder` (query and cross-attention),
+  `sentence_decoder/~/hidden` [Cq, hidden_channels] and `sentence_decoder/~/output`.
+  """
+
+  def __init__(
+    self,
+    num_outputs: int,
+    query_channels: int,
+    hidden_channels: int,
+    num_heads: int,
+    qk_channels: int | None = None,
+    use_query_residual: bool = False,
+    query_init_scale: float = 0.02,
+    name: str = "sentence_decoder",
+  ):
+    super().__init__(name=name)
+    self._num_outputs = num_outputs
+    self._hidden_channels = hidden_channels
+    self.decoder = BasicDecoder(
+      output_num_channels=query_channels,
+      output_index_dims=(1,),
+      num_z_channels=query_channels,
+      num_heads=num_heads,
+      qk_channels=qk_channels,
+      v_channels=query_channels,
+      use_query_residual=use_query_residual,
+      final_project=False,
+      trainable_kwargs={"init_scale": query_init_scale},
+    )
+
+  def decoder_query(
+    self,
+    inputs: jax.Array,
+    modality_sizes: dict[str, int] | None = None,
+    inputs_without_pos: jax.Array | None = None,
+    subsampled_points: jax.Array | None = None,
+  ) -> jax.Array:
+    """The one sentence query [B, 1, Cq]."""
+    return self.decoder.decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points)
+
+  def __call__(
+    self,
+    query: jax.Array,
+    z: jax.Array,
+    *,
+    is_training: bool,
+    query_mask: jax.Array | None = None,
+  ) -> jax.Array:
+    """query [B, 1, Cq], z [B, N, D] -> [B, num_outputs]."""
+    features = self.decoder(query, z, is_training=is_training, query_mask=query_mask)[:, 0, :]
+    hidden = jnp.tanh(hk.Linear(self._hidden_channels, name="hidden")(features))
+    return hk.Linear(self._num_outputs, name="output")(hidden)
 
 
 class EmbeddingDecoder(hk.Module):

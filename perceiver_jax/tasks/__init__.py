@@ -11,6 +11,7 @@ import ml_collections
 
 from perceiver_jax.tasks import base
 from perceiver_jax.tasks import classification
+from perceiver_jax.tasks import glue
 from perceiver_jax.tasks import masked_lm
 from perceiver_jax.tasks import multi_label
 
@@ -20,7 +21,12 @@ Evaluator = base.Evaluator
 # name -> Task subclass.
 TASKS: dict[str, type[Task]] = {
   task.NAME: task
-  for task in (classification.Classification, multi_label.MultiLabel, masked_lm.MaskedLM)
+  for task in (
+    classification.Classification,
+    multi_label.MultiLabel,
+    masked_lm.MaskedLM,
+    glue.Glue,
+  )
 }
 
 

@@ -1,0 +1,135 @@
+"""Results of the miniature MLM run: unigram baselines, the learning curve, a params pickle.
+
+  python experiments/mlm_bytes/analyze.py --workdir=/tmp/mlm_mini \
+      --data_dir=/tmp/mlm_bytes_data [--results_dir=experiments/mlm_bytes]
+
+The baselines are measured on exactly the bytes the trainer's evaluation predicts: the
+held-out examples of `text.make_data` under `configs/mlm.py:mini` (same crops, same masking).
+A unigram model is fitted on the prediction targets of the first `--fit_steps` training
+batches (the bytes of whole masked words, so never a space), and for comparison on every byte
+of the training text (space included). Each gives: the accuracy of always guessing its most
+likely byte, the expected accuracy of guessing at random by its probabilities, and its
+cross-entropy in nats (comparable with `eval/loss`).
+
+Writes RESULTS_DIR/results.json, RESULTS_DIR/learning_curve.png and WORKDIR/mini_bytes.pickle
+(the newest checkpoint's params in the released bare layout, for `perceiver_jax.fill_mask`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+import numpy as np
+from absl import app
+from absl import flags
+
+matplotlib.use("Agg")
+from matplotlib import pyplot as plt  # noqa: E402
+
+from configs import mlm  # noqa: E402
+from perceiver_jax import checkpointing  # noqa: E402
+from perceiver_jax import official_format  # noqa: E402
+from perceiver_jax.data import bytes_tokenizer as bt  # noqa: E402
+from perceiver_jax.data import contract  # noqa: E402
+from perceiver_jax.data import text  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "prepare_text.py's output.", required=True)
+_RESULTS_DIR = flags.DEFINE_string("results_dir", os.path.dirname(__file__), "Where results go.")
+_FIT_STEPS = flags.DEFINE_integer("fit_steps", 200, "Training batches the unigram is fit on.")
+
+
+def unigram_scores(train_counts: np.ndarray, eval_ids: np.ndarray) -> dict[str, float]:
+  """A unigram model (counts [V], add-one smoothed) scored on target ids [N].
+
+  Returns `argmax_accuracy` (always its most frequent id), `sampled_accuracy` (the expected
+  accuracy of guessing id v with its probability p(v)) and `loss` (mean -log p(id), nats).
+  """
+  probs = (train_counts + 1.0) / (train_counts.sum() + len(train_counts))
+  return {
+    "argmax_accuracy": float(np.mean(eval_ids == np.argmax(train_counts))),
+    "sampled_accuracy": float(np.mean(probs[eval_ids])),
+    "loss": float(np.mean(-np.log(probs[eval_ids]))),
+    "argmax_byte": bt.decode([int(np.argmax(train_counts))]),
+  }
+
+
+def baselines(config) -> dict:
+  """Unigram baselines on the evaluation's predicted bytes (see the module docstring)."""
+  facts = contract.ModelFacts(tuple(config.model.input_shape), config.model.num_classes)
+  data = text.make_data(config, facts, process_index=0, process_count=1)
+  eval_ids = []
+  for batch in data.eval_batches(None):
+    eval_ids.append(batch["labels"]["ids"][batch["labels"]["weights"] > 0])
+  eval_ids = np.concatenate(eval_ids)
+  target_counts = np.zeros(bt.VOCAB_SIZE)
+  for step, batch in zip(range(_FIT_STEPS.value), data.train_batches(0, None), strict=False):
+    del step
+    labels = batch["labels"]
+    np.add.at(target_counts, labels["ids"][labels["weights"] > 0], 1)
+  docs = text.read_documents(text.split_files(config.data, "train"), config.data.one_document_per)
+  text_counts = np.bincount(docs.data.astype(np.int64) + bt.OFFSET, minlength=bt.VOCAB_SIZE)
+  return {
+    "eval_predicted_bytes": int(len(eval_ids)),
+    "unigram_of_training_targets": unigram_scores(target_counts, eval_ids),
+    "unigram_of_training_text": unigram_scores(text_counts.astype(np.float64), eval_ids),
+  }
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def plot(records: list[dict], base: dict, path: str) -> None:
+  """Train loss and eval loss (left), eval masked accuracy against the baselines (right)."""
+  train = [(r["step"], r["train/loss"]) for r in records if "train/loss" in r]
+  evals = [r for r in records if "eval/masked_accuracy" in r]
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+  left.plot(*zip(*train, strict=True), label="train loss")
+  left.plot([r["step"] for r in evals], [r["eval/loss"] for r in evals], "o-", label="eval loss")
+  left.axhline(base["unigram_of_training_targets"]["loss"], ls="--", c="gray", label="unigram")
+  left.set(xlabel="step", ylabel="cross-entropy (nats / masked byte)")
+  left.legend()
+  right.plot(
+    [r["step"] for r in evals],
+    [r["eval/masked_accuracy"] for r in evals],
+    "o-",
+    label="eval masked-byte accuracy",
+  )
+  right.axhline(
+    base["unigram_of_training_targets"]["argmax_accuracy"],
+    ls="--",
+    c="gray",
+    label="unigram baseline (most frequent target byte)",
+  )
+  right.set(xlabel="step", ylabel="accuracy", ylim=(0, 1))
+  right.legend()
+  fig.suptitle("Miniature byte MLM on pydoc_data topics (held-out topics for eval)")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+
+
+def main(argv):
+  del argv
+  config = mlm.get_config("mini")
+  config.data.data_dir = _DATA_DIR.value
+  base = baselines(config)
+  records = read_metrics(_WORKDIR.value)
+  evals = [r for r in records if "eval/masked_accuracy" in r]
+  base["final_eval"] = evals[-1] if evals else None
+  _, params, _ = checkpointing.load_trained_model(_WORKDIR.value, config.model)
+  pickle_path = os.path.join(_WORKDIR.value, "mini_bytes.pickle")
+  official_format.save_official_pickle(pickle_path, params, bare=True)
+  base["pickle"] = pickle_path
+  os.makedirs(_RESULTS_DIR.value, exist_ok=True)
+  with open(os.path.join(_RESULTS_DIR.value, "results.json"), "w") as f:
+    json.dump(base, f, indent=2)
+  plot(records, base, os.path.join(_RESULTS_DIR.value, "learning_curve.png"))
+  print(json.dumps(base, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)
