@@ -14,26 +14,9 @@ bad text, mask or checkpoint ends with one `error:` line.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
-from absl import flags
-from ml_collections import config_flags
 
-from perceiver_jax import model
-from perceiver_jax import official_format
 from perceiver_jax.data import bytes_tokenizer
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Model config, e.g. configs/mlm.py.")
-_CHECKPOINT = flags.DEFINE_string(
-  "checkpoint", None, "Params pickle in the released layout (bare or {'params', 'state'})."
-)
-_TEXT = flags.DEFINE_string("text", None, "The sentence (UTF-8).")
-_MASK = flags.DEFINE_string("mask", None, "Substring of --text whose bytes are hidden.")
-_MASK_SPAN = flags.DEFINE_string(
-  "mask_span", None, "START:END byte range of --text to hide (instead of --mask)."
-)
-_TOP_K = flags.DEFINE_integer("top_k", 0, "Also list the K most likely bytes per position.")
 
 
 def mask_span(text: str, mask: str | None = None, span: str | None = None) -> tuple[int, int]:
@@ -91,35 +74,3 @@ def fill_mask(
     for row in probs
   ]
   return filled, alternatives
-
-
-def load_checkpoint(model_config, path: str) -> tuple[dict, dict]:
-  """Params and state from a pickle in the released layout, checked against the model's tree."""
-  params, state = official_format.load_official_pickle(path)
-  expected_params, expected_state = model.param_shapes(model_config)
-  params = official_format.match_to_template(expected_params, params, what="params")
-  state = official_format.match_to_template(expected_state, state, what="state")
-  return params, state
-
-
-def main(argv) -> None:
-  del argv
-  cfg = _CONFIG.value
-  try:
-    if cfg.model.modality != "text":
-      raise ValueError(f"config.model.modality={cfg.model.modality!r}: fill_mask needs 'text'")
-    start, end = mask_span(_TEXT.value or "", _MASK.value, _MASK_SPAN.value)
-    masked_ids(_TEXT.value, start, end, cfg.model.input_shape[0])  # length check first
-    params, state = load_checkpoint(cfg.model, _CHECKPOINT.value)
-    forward = model.build_model(cfg.model)
-    filled, alternatives = fill_mask(
-      forward, params, state, _TEXT.value, start, end, top_k=_TOP_K.value
-    )
-  except Exception as e:  # One line for any bad input, never a traceback.
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(filled)
-  for offset, options in enumerate(alternatives):
-    if options:
-      listed = ", ".join(f"{byte!r} {p:.3f}" for byte, p in options)
-      print(f"byte {start + offset}: {listed}")

@@ -12,29 +12,13 @@ classes as JSON. A bad input, config or checkpoint ends with one `error:` line.
 
 from __future__ import annotations
 
-import json
-import sys
-
 import jax
 import numpy as np
-from absl import flags
-from ml_collections import config_flags
 
-from perceiver_jax import atomic
 from perceiver_jax import model
 from perceiver_jax import official_format
 from perceiver_jax.data import image_ops
 from perceiver_jax.data import imagenet_classes
-
-_CONFIG = config_flags.DEFINE_config_file(
-  "config", None, "Model config, e.g. configs/imagenet.py:variant=io_fourier."
-)
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint pickle in the official format.")
-_INPUT = flags.DEFINE_string(
-  "input", None, "Image file (RGB image models), or a .npy in the model's input shape."
-)
-_OUTPUT = flags.DEFINE_string("output", None, "Optional .npy path for the logits [num_classes].")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Number of classes to print.")
 
 
 def load_input(path: str, model_config) -> np.ndarray:
@@ -105,33 +89,3 @@ def top_k(logits: np.ndarray, names: list[str], k: int) -> list[dict]:
     }
     for i in order
   ]
-
-
-def main(argv):
-  del argv
-  config = _CONFIG.value
-  for name, value in (
-    ("config", config),
-    ("checkpoint", _CHECKPOINT.value),
-    ("input", _INPUT.value),
-  ):
-    if value is None:
-      sys.exit(f"error: --{name} is required")
-  try:
-    model.validate_model_config(config.model)
-    image = load_input(_INPUT.value, config.model)
-    params, state = load_checkpoint(config.model, _CHECKPOINT.value)
-  except ValueError as e:
-    sys.exit(f"error: {e}")
-  logits = predict(config.model, params, state, image)
-  if not np.all(np.isfinite(logits)):
-    sys.exit(f"error: the model produced non-finite logits for {_INPUT.value!r}")
-  result = {
-    "input": _INPUT.value,
-    "checkpoint": _CHECKPOINT.value,
-    f"top{_TOP_K.value}": top_k(logits, class_names(len(logits)), _TOP_K.value),
-  }
-  print(json.dumps(result, indent=2))
-  if _OUTPUT.value:
-    with atomic.atomic_write(_OUTPUT.value, "wb") as f:
-      np.save(f, logits)
