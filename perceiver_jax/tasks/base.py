@@ -102,3 +102,26 @@ def real_rows(step_outputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
   step_outputs = np.asarray(step_outputs)
   real = np.asarray(mask).reshape(-1) > 0
   return step_outputs.reshape(real.shape[0], *step_outputs.shape[2:])[real]
+
+
+class SumsEvaluator:
+  """Adds the (already device-summed) sums of every batch and divides each by the total
+  `count` once, so a split is counted exactly once whatever its padding.
+
+  `metrics` maps each sum's key in the step outputs to its metric name, e.g.
+  {"loss_sum": "eval/loss"}; `eval/count` reports the count itself.
+  """
+
+  def __init__(self, metrics: Mapping[str, str]):
+    self._metrics = dict(metrics)
+    self._totals = dict.fromkeys([*self._metrics, "count"], 0.0)
+
+  def add(self, step_outputs: Any, batch: Batch) -> None:
+    del batch  # the sums already exclude the padding rows
+    for key in self._totals:
+      self._totals[key] += float(step_outputs[key][0])  # every device holds the same psum
+
+  def result(self) -> dict[str, float]:
+    count = max(self._totals["count"], 1.0)
+    result = {name: self._totals[key] / count for key, name in self._metrics.items()}
+    return {**result, "eval/count": self._totals["count"]}

@@ -51,26 +51,7 @@ class Classification(base.Task):
     sums = losses.classification_metric_sums(logits, batch["labels"], batch["mask"])
     return jax.lax.psum(sums, axis_name)
 
-  def evaluator(self) -> SumsEvaluator:
-    return SumsEvaluator()
-
-
-class SumsEvaluator:
-  """Adds the (already device-summed) metric sums of each batch; divides by the count once."""
-
-  def __init__(self):
-    self._totals = {"loss_sum": 0.0, "top1_sum": 0.0, "top5_sum": 0.0, "count": 0.0}
-
-  def add(self, step_outputs, batch) -> None:
-    del batch  # the sums already exclude the padding rows
-    for key in self._totals:
-      self._totals[key] += float(step_outputs[key][0])  # every device holds the same psum
-
-  def result(self) -> dict[str, float]:
-    count = max(self._totals["count"], 1.0)
-    return {
-      "eval/loss": self._totals["loss_sum"] / count,
-      "eval/top1": self._totals["top1_sum"] / count,
-      "eval/top5": self._totals["top5_sum"] / count,
-      "eval/count": self._totals["count"],
-    }
+  def evaluator(self) -> base.SumsEvaluator:
+    return base.SumsEvaluator(
+      {"loss_sum": "eval/loss", "top1_sum": "eval/top1", "top5_sum": "eval/top5"}
+    )

@@ -61,25 +61,5 @@ class MaskedLM(base.Task):
     weights = labels["weights"] * batch["mask"][:, None]
     return jax.lax.psum(masked_sums(logits, labels["ids"], weights), axis_name)
 
-  def evaluator(self) -> MaskedSumsEvaluator:
-    return MaskedSumsEvaluator()
-
-
-class MaskedSumsEvaluator:
-  """Adds the (already device-summed) sums of each batch; divides by the byte count once."""
-
-  def __init__(self):
-    self._totals = {"loss_sum": 0.0, "correct_sum": 0.0, "count": 0.0}
-
-  def add(self, step_outputs, batch) -> None:
-    del batch  # the sums already exclude the padding rows
-    for key in self._totals:
-      self._totals[key] += float(step_outputs[key][0])  # every device holds the same psum
-
-  def result(self) -> dict[str, float]:
-    count = max(self._totals["count"], 1.0)
-    return {
-      "eval/loss": self._totals["loss_sum"] / count,
-      "eval/masked_accuracy": self._totals["correct_sum"] / count,
-      "eval/count": self._totals["count"],
-    }
+  def evaluator(self) -> base.SumsEvaluator:
+    return base.SumsEvaluator({"loss_sum": "eval/loss", "correct_sum": "eval/masked_accuracy"})
