@@ -79,3 +79,28 @@ def shrink_for_local_run(config: ml_collections.ConfigDict) -> None:
   config.model.num_blocks = min(config.model.num_blocks, 2)
   config.model.num_cross_attends = min(config.model.num_cross_attends, config.model.num_blocks)
   config.model.num_self_attends_per_block = 1
+
+
+def lamb_warmup_cosine(
+  config: ml_collections.ConfigDict, learning_rate: float, warmup_steps: int
+) -> None:
+  """The language recipes' optimizer (paper, Section 4.1 and its appendix): LAMB at a fixed
+  learning rate (not scaled by the batch), linear warm-up then cosine decay to 0, weight
+  decay 0.01."""
+  config.optimizer.name = "lamb"
+  config.optimizer.learning_rate = learning_rate
+  config.optimizer.scale_lr_by_batch = False
+  config.optimizer.schedule = "warmup_cosine"
+  config.optimizer.warmup_steps = warmup_steps
+  config.optimizer.weight_decay = 0.01
+
+
+def tiny_language_run(config: ml_collections.ConfigDict) -> None:
+  """`runlocal` of the language configs: 20 steps at batch 8, a checkpoint every 10 steps."""
+  config.total_steps = 20
+  config.log_every_steps = 5
+  config.eval_every_steps = 20
+  config.checkpoint_every_steps = 10
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.optimizer.warmup_steps = 1

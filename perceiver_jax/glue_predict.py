@@ -7,7 +7,11 @@ Loads the newest checkpoint of `--workdir` (the run of the same `--config`), rea
 `data_dir/<DIR>/test*.tsv` and writes `output_dir/<NAME>.tsv`: a header `index\tprediction`,
 then one line per test example, its id and the predicted label name (classification) or
 score (STS-B, clipped to [0, 5]). NAME is the task's folder, with MNLI's two test splits as
-MNLI-m and MNLI-mm.
+MNLI-m and MNLI-mm. An MNLI model also labels GLUE's diagnostic set, AX.tsv from
+`data_dir/diagnostic/diagnostic.tsv`, when that file exists (the log says when it does not).
+
+One process: it runs on this host's devices; under `jax.distributed` with several processes it
+stops with an error (the test sets are small enough for one host).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ import jax
 import numpy as np
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
-from perceiver_jax import checkpointing
+from perceiver_jax import pretrained
 from perceiver_jax.data import glue
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "The fine-tuning run's config file.")
@@ -59,20 +64,37 @@ def write_submission(path: str, index: list[str], predictions: list[str]) -> Non
 
 
 def write_predictions(config, workdir: str, output_dir: str, batch_size: int) -> list[str]:
-  """Predicts every test split of `config.data.task`; returns the files written."""
-  task = glue.get_task(config.data.task)
-  forward, params, state = checkpointing.load_trained_model(workdir, config.model)
+  """Predicts every test split of `config.data.task` (and for MNLI the diagnostic set, when
+  its file exists); returns the files written."""
+  if jax.process_count() > 1:
+    raise ValueError(
+      f"glue_predict runs in one process, not {jax.process_count()}: run it on one host"
+    )
+  custom = config.data.custom  # the definition of task "custom" (data/glue.custom_task)
+  task = glue.get_task(config.data.task, custom)
+  forward, params, state = pretrained.load_trained_model(workdir, config.model)
   length = config.model.input_shape[0]
 
   @jax.jit
   def apply(ids):
     return forward.apply(params, state, None, ids, is_training=False)[0]
 
+  data_dir = config.data.data_dir
+  splits = {  # submission file stem -> test split
+    _MNLI_NAMES.get(name, task.directory): glue.read_split(
+      data_dir, config.data.task, name, length, custom
+    )
+    for name in task.test_splits
+  }
+  if config.data.task == "mnli":
+    diagnostic = glue.diagnostic_path(data_dir)
+    if os.path.isfile(diagnostic):
+      splits["AX"] = glue.read_diagnostic(data_dir, length)
+    else:
+      logging.warning("No GLUE diagnostic file %s: AX.tsv is not written", diagnostic)
   written = []
-  for split_name in task.test_splits:
-    split = glue.read_split(config.data.data_dir, config.data.task, split_name, length)
+  for name, split in splits.items():
     outputs = predict_split(apply, split, batch_size)
-    name = _MNLI_NAMES.get(split_name, task.directory)
     path = os.path.join(output_dir, f"{name}.tsv")
     write_submission(path, split.index, format_predictions(task, outputs))
     written.append(path)

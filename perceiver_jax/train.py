@@ -26,6 +26,7 @@ from perceiver_jax import checkpointing
 from perceiver_jax import metrics as metrics_lib
 from perceiver_jax import model
 from perceiver_jax import optimizer as optimizer_lib
+from perceiver_jax import pretrained
 from perceiver_jax import tasks
 from perceiver_jax import train_step as ts
 from perceiver_jax import workdir_lock
@@ -144,7 +145,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task) ->
     logging.info("Resumed from step %d in %s", int(state.step), workdir)
     writer.truncate_after(int(state.step))
   elif config.pretrained.path:
-    params, model_state = checkpointing.load_pretrained(
+    params, model_state = pretrained.load_pretrained(
       config.pretrained.path,
       state.params,
       state.state,

@@ -16,6 +16,9 @@ Workloads (`perceiver_jax/tools/benchmark_workloads.py` defines their shapes):
                               (part of `all` only on an accelerator).
   imagenet-input              the ImageNet training input pipeline alone (decode, crop,
                               RandAugment, MixUp/CutMix) on synthetic JPEGs, images/s.
+  mlm-small                   the masked-language-modelling step of the miniature byte model
+                              (`configs/mlm.py:mini` sizes: 256 bytes, 64 x 128 latents),
+                              batch 8.
   imagenet-memory             forward + backward of the full ImageNet Perceiver at batch 2 in
                               plain, chunked and chunked + remat modes (not part of `all`).
   all                         every workload above except imagenet-memory.

@@ -15,7 +15,12 @@ a point whose workdir holds the trainer's `final.json` (written after the last s
 unless `--rerun`, so an interrupted sweep resumes (and an interrupted point resumes from its
 newest checkpoint). A point whose trainer exits 0 without `final.json` (SIGTERM: it saved a
 checkpoint and stopped) is "preempted (resumable)", not finished. Then `DIR/results.md` and
-`DIR/results.csv` hold one row per point, and the last line counts the points that remain.
+`DIR/results.csv` hold one row per point: its swept values, the eval metrics the points reported
+(GLUE's `eval/score`, `eval/accuracy`, ...; top-1; MLM's `eval/masked_accuracy`), the training
+loss and speed, its status, and `*` on the best point: the finished point with the highest
+`eval/score` (else top-1, masked accuracy, mAP; the lowest `eval/loss` if that is all there is).
+`best: <point> <metric>=<value>` is printed (and ends `results.md`), e.g. the task's best dev
+score over a GLUE grid, and the last line counts the points that remain.
 """
 
 import pathlib

@@ -1,8 +1,10 @@
 """The benchmark workloads are the specified models (parameter counts from first principles)."""
 
+import numpy as np
 import pytest
 
 from perceiver_jax import model
+from perceiver_jax.data import bytes_tokenizer
 from perceiver_jax.tools import benchmark_workloads as workloads
 from perceiver_jax.tools import flops
 
@@ -71,3 +73,35 @@ def test_paper_models_and_memory_modes():
   assert plain.attention_chunk_size == 0 and not plain.remat
   with pytest.raises(ValueError, match="unknown imagenet-memory mode 'fast'"):
     workloads.memory_case("testing", "fast", 2, 512)
+
+
+def test_mlm_small_is_the_released_layout_at_small_widths():
+  cfg = workloads.mlm_small()
+  assert model.input_channels(cfg) == 128 and flops.num_inputs(cfg) == 256
+  expected = (
+    262 * 128  # byte embedding, also the output projection (tied)
+    + 256 * 128  # learned input positions
+    + 64 * 128  # latents
+    + _block(128, 128, 64, 128, 1)  # cross-attend: qk 64, v 128
+    + 4 * _block(128, None, 64, 128, 1)  # 4 self-attends: qk 64, v 128
+    + 256 * 128  # one decoder query per byte
+    + _block(128, 128, 64, 128, 1)  # the queries' cross-attend to the latents
+    + 262  # the logits' bias
+  )
+  assert model.count_params(model.param_shapes(cfg)[0]) == expected
+  (case,) = workloads.cases("mlm-small")
+  assert (case.batch_size, case.task) == (8, "masked_lm")
+
+
+def test_masked_lm_batch_masks_words_of_full_sequences():
+  inputs, labels = workloads.masked_lm_batch(workloads.mlm_small(), 8)
+  ids, weights = np.asarray(labels["ids"]), np.asarray(labels["weights"])
+  inputs = np.asarray(inputs)
+  assert inputs.shape == ids.shape == weights.shape == (8, 256)
+  assert ids.min() >= bytes_tokenizer.OFFSET  # full sequences: no padding, no special ids
+  assert np.array_equal(inputs[weights == 0], ids[weights == 0])  # only predicted bytes change
+  # About 15% of the words (of 6.5 bytes with their space on average) are predicted.
+  assert 0.08 < weights.mean() < 0.2
+  assert 0.6 < np.mean(inputs[weights == 1] == bytes_tokenizer.MASK) < 0.95
+  again = workloads.masked_lm_batch(workloads.mlm_small(), 8)[0]
+  assert np.array_equal(np.asarray(again), inputs)  # the same batch in every run

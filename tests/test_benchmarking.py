@@ -35,6 +35,17 @@ def test_measure_times_a_training_step():
   assert mfu["train_mfu"] == pytest.approx(expected)
 
 
+def test_measure_times_a_masked_lm_training_step():
+  cfg = registry.get_model_config("mlm_testing")
+  case = workloads.Case("test", "mlm", cfg, 2, task="masked_lm")
+  result = benchmarking.measure(case, dtype="float32", steps=1, warmup=1)
+  # Initialised logits are near zero: about ln(262) nats per predicted byte.
+  assert result["loss"] == pytest.approx(math.log(cfg.num_classes), rel=0.05)
+  assert result["num_inputs"] == 64 and result["inference_s"] > 0
+  assert result["train_flops_per_example"] == 3 * result["forward_flops_per_example"]
+  assert result["xla_train_flops_per_example"] > result["train_flops_per_example"]
+
+
 def test_step_memory_counts_a_donated_buffer_once():
   x = jnp.zeros((1024, 1024))  # 4 MiB
   donated = jax.jit(lambda x: x * 2, donate_argnums=0).lower(x).compile()

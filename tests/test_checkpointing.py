@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/checkpointing.py: orbax train checkpoints, SIGTERM, pretrained loads."""
+"""Tests for perceiver_jax/checkpointing.py: orbax train checkpoints and SIGTERM."""
 
 import errno
 import functools
@@ -16,23 +16,21 @@ from orbax.checkpoint._src.serialization import type_handlers
 
 from perceiver_jax import checksums
 from perceiver_jax import model
-from perceiver_jax import official_format
 from perceiver_jax import registry
 from perceiver_jax import train_step
 from perceiver_jax.checkpointing import Checkpointer
 from perceiver_jax.checkpointing import CheckpointSaveError
 from perceiver_jax.checkpointing import PreemptionGuard
-from perceiver_jax.checkpointing import load_pretrained
 from perceiver_jax.official_format import CheckpointFormatError
 from perceiver_jax.official_format import CheckpointMismatchError
 from perceiver_jax.train_step import TrainState
 
-HEAD = "classification_decoder/~/basic_decoder/output"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_state(value: float) -> TrainState:
-  """A small TrainState whose float leaves all equal `value`; also used by the subprocess."""
+  """A small TrainState whose float leaves all equal `value`; also used by the subprocess and
+  test_pretrained.py."""
   params = {"net/~/linear": {"w": np.full((2, 3), value, np.float32)}}
   return TrainState(
     step=np.asarray(value, np.int32),
@@ -44,7 +42,8 @@ def tiny_state(value: float) -> TrainState:
 
 
 @functools.cache  # Initialising the model is most of this file's run time; no test mutates it.
-def _real_state(num_classes: int = 10, seed: int = 0) -> TrainState:
+def real_state(num_classes: int = 10, seed: int = 0) -> TrainState:
+  """The `testing` model's initial TrainState with a `num_classes` head."""
   cfg = registry.get_model_config("testing")
   cfg.num_classes = num_classes
   forward = model.build_model(cfg)
@@ -52,7 +51,8 @@ def _real_state(num_classes: int = 10, seed: int = 0) -> TrainState:
   return train_step.init_train_state(forward, optax.lamb(1e-3), rng, model.dummy_inputs(cfg))
 
 
-def _assert_identical(actual, expected):
+def assert_identical(actual, expected):
+  """Same tree, leaf types, dtypes and bits."""
   assert jax.tree.structure(actual) == jax.tree.structure(expected)
   for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
     assert type(a) is type(e) and a.dtype == e.dtype
@@ -67,22 +67,22 @@ def _step_dirs(directory):
 
 
 def test_round_trip_is_bit_identical(tmp_path):
-  saved = _real_state(seed=0)._replace(step=jnp.int32(2000))
+  saved = real_state(seed=0)._replace(step=jnp.int32(2000))
   saved = saved._replace(params=jax.tree.map(lambda x: x + 0.5, saved.params))
   with Checkpointer(str(tmp_path)) as ckpt:
     assert ckpt.save(2000, saved)
   # A fresh process would build its template from another initialisation.
   with Checkpointer(str(tmp_path)) as ckpt:
-    restored = ckpt.restore_latest(_real_state(seed=1))
+    restored = ckpt.restore_latest(real_state(seed=1))
   assert type(restored) is TrainState
-  _assert_identical(restored, saved)
+  assert_identical(restored, saved)
 
 
 def test_numpy_template_restores_numpy(tmp_path):
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
     ckpt.save(3, tiny_state(3.0))
     restored = ckpt.restore_latest(tiny_state(0.0))
-  _assert_identical(restored, tiny_state(3.0))
+  assert_identical(restored, tiny_state(3.0))
 
 
 def test_keep_only_newest(tmp_path):
@@ -140,10 +140,10 @@ def test_killed_save_is_ignored(tmp_path):
 
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
     assert ckpt.latest_step() == 1
-    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+    assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
     # The resumed run reaches step 2 again; the leftover must not get in its way.
     assert ckpt.save(2, tiny_state(2))
-    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(2))
+    assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(2))
   assert sorted(os.listdir(tmp_path)) == ["1", "2"]
 
 
@@ -177,7 +177,7 @@ def test_flipped_bit_falls_back_to_the_previous_checkpoint(tmp_path, caplog, see
     ckpt.save(2, _big_state(2))
   _flip_a_bit(tmp_path / "2", seed)
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
-    _assert_identical(ckpt.restore_latest(_big_state(0)), _big_state(1))
+    assert_identical(ckpt.restore_latest(_big_state(0)), _big_state(1))
     assert _one_warning_line(caplog, "is damaged") == (
       f"Checkpoint step 2 is damaged: {tmp_path / '2'}: array ['params']['net/~/linear']['w'] "
       "does not match its checksum; trying an older one."
@@ -212,7 +212,7 @@ def test_unreadable_files_count_as_damage(tmp_path):
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
   with Checkpointer(str(tmp_path)) as ckpt:
-    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+    assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
 
 
 def test_steps_without_checksums(tmp_path, caplog):
@@ -223,11 +223,11 @@ def test_steps_without_checksums(tmp_path, caplog):
     ckpt.save(2, tiny_state(2))
   os.remove(tmp_path / "2" / checksums.FILE)
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
-    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+    assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
   assert sorted(os.listdir(tmp_path)) == ["1", "2.unverified"]
   os.remove(tmp_path / "1" / checksums.FILE)
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
-    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+    assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
   assert "restored it unverified" in _one_warning_line(caplog, f"{tmp_path / '1'} has no")
 
 
@@ -248,7 +248,7 @@ def test_failed_save_ends_in_one_line_and_keeps_older_steps(tmp_path, monkeypatc
   )
   assert not [r for r in caplog.records if r.exc_info]  # orbax's thread tracebacks
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
-    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+    assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
     assert ckpt.save(2, tiny_state(2))
   assert _step_dirs(tmp_path) == ["1", "2"]
 
@@ -264,7 +264,7 @@ def test_failed_checksum_write_leaves_an_unverified_step(tmp_path, monkeypatch):
       ckpt.save(2, tiny_state(2))
     monkeypatch.undo()
   with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
-    _assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
+    assert_identical(ckpt.restore_latest(tiny_state(0)), tiny_state(1))
 
 
 def test_template_with_other_shape_is_refused(tmp_path):
@@ -294,67 +294,3 @@ def test_sigterm_sets_flag_and_previous_handler_returns():
     assert signal.getsignal(signal.SIGTERM) is previous
   finally:
     signal.signal(signal.SIGTERM, original)
-
-
-# --- load_pretrained ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ten_and_five_classes():
-  """(params of a 10-class file, 5-class template params); different initialisations."""
-  return _real_state(num_classes=10, seed=0).params, _real_state(num_classes=5, seed=1).params
-
-
-def _check_fine_tune_params(loaded, file_params, template):
-  assert list(loaded) == list(template)
-  for module, leaves in template.items():
-    expected = leaves if module == HEAD else file_params[module]
-    assert list(loaded[module]) == list(leaves)
-    for name, leaf in leaves.items():
-      assert loaded[module][name].dtype == leaf.dtype
-      np.testing.assert_array_equal(loaded[module][name], expected[name])
-
-
-def test_official_pickle_with_new_head(tmp_path, ten_and_five_classes):
-  file_params, template = ten_and_five_classes
-  path = str(tmp_path / "imagenet.pystate")
-  official_format.save_official_pickle(path, file_params, {})
-  params, state = load_pretrained(path, template, {}, exclude=(HEAD,))
-  _check_fine_tune_params(params, file_params, template)
-  assert state == {}
-
-
-def test_mismatched_head_without_exclude_is_reported(tmp_path, ten_and_five_classes):
-  file_params, template = ten_and_five_classes
-  path = str(tmp_path / "imagenet.pystate")
-  official_format.save_official_pickle(path, file_params)
-  with pytest.raises(CheckpointMismatchError, match=f"{HEAD}/w: expected \\(32, 5\\)"):
-    load_pretrained(path, template)
-
-
-@pytest.mark.parametrize("which", ["directory", "step_directory"])
-def test_orbax_checkpoint_with_new_head(tmp_path, ten_and_five_classes, which):
-  file_params, template = ten_and_five_classes
-  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
-    ckpt.save(1, _real_state(num_classes=10)._replace(params=template))  # Superseded below.
-    ckpt.save(7, _real_state(num_classes=10))
-  path = str(tmp_path) if which == "directory" else str(tmp_path / "7")
-  params, _ = load_pretrained(path, template, exclude=(HEAD,))
-  _check_fine_tune_params(params, file_params, template)
-
-
-def test_state_is_loaded_and_checked(tmp_path):
-  saved = tiny_state(2)
-  with Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
-    ckpt.save(2, saved)
-  template = tiny_state(0)
-  params, state = load_pretrained(str(tmp_path), template.params, template.state)
-  _assert_identical((params, state), (saved.params, saved.state))
-  with pytest.raises(CheckpointMismatchError, match="state do not match"):
-    load_pretrained(str(tmp_path), template.params)  # The model has no state; the file has.
-
-
-def test_misspelt_exclude_prefix_is_refused(tmp_path):
-  # `.../output_1` is not under `.../output`: prefixes match whole path components.
-  with pytest.raises(ValueError, match="output_1"):
-    load_pretrained(str(tmp_path / "x.pkl"), {HEAD: {}}, exclude=(HEAD + "_1",))

@@ -152,3 +152,27 @@ def test_projection_postprocessor_is_one_linear_per_point():
   params = proj.init(jax.random.PRNGKey(0), x)
   lin = params["projection_postprocessor/linear"]
   np.testing.assert_allclose(proj.apply(params, None, x), x @ lin["w"] + lin["b"], atol=1e-5)
+
+
+def test_sentence_decoder_is_the_one_query_features_then_a_tanh_mlp():
+  inputs, z = jnp.ones((2, 7, 4)), jax.random.normal(jax.random.PRNGKey(0), (2, 5, 8))
+
+  def decode(inputs, z):
+    dec = decoders.SentenceDecoder(num_outputs=3, query_channels=8, hidden_channels=6, num_heads=2)
+    query = dec.decoder_query(inputs)
+    features = dec.decoder(query, z, is_training=False)  # [B, 1, 8]: no output Linear
+    return features, dec(query, z, is_training=False)
+
+  fn = hk.transform(decode)
+  params = fn.init(jax.random.PRNGKey(0), inputs, z)
+  # The head's paths are the ones GLUE checkpoints and `pretrained.HEAD_MODULES` rely on.
+  assert {m for m in params if not m.startswith("sentence_decoder/~/basic_decoder")} == {
+    "sentence_decoder/hidden",
+    "sentence_decoder/output",
+  }
+  params = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+  features, outputs = fn.apply(params, None, inputs, z)
+  hidden, out = params["sentence_decoder/hidden"], params["sentence_decoder/output"]
+  expected = jnp.tanh(features[:, 0] @ hidden["w"] + hidden["b"]) @ out["w"] + out["b"]
+  assert features.shape == (2, 1, 8) and outputs.shape == (2, 3)
+  np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)

@@ -12,6 +12,7 @@ import tiny_training
 
 from perceiver_jax import checkpointing
 from perceiver_jax import model
+from perceiver_jax import pretrained
 from perceiver_jax import registry
 from perceiver_jax import train
 from perceiver_jax import train_step
@@ -50,14 +51,14 @@ def test_default_settings_replace_the_head_of_every_model(tmp_path, kind):
   with checkpointing.Checkpointer(str(tmp_path), save_every_steps=1) as ckpt:
     ckpt.save(1, saved)
   defaults = common.training_defaults().pretrained
-  params, state = checkpointing.load_pretrained(
+  params, state = pretrained.load_pretrained(
     str(tmp_path),
     template.params,
     template.state,
     exclude=tuple(defaults.exclude),
     exclude_head=defaults.exclude_head,
   )
-  heads = [m for m in template.params if m in checkpointing.HEAD_MODULES]
+  heads = [m for m in template.params if m in pretrained.HEAD_MODULES]
   assert len(heads) == 1, heads  # every model has exactly one known head
   for module, leaves in template.params.items():
     expected = leaves if module in heads else saved.params[module]
@@ -71,27 +72,27 @@ def test_default_settings_replace_the_head_of_every_model(tmp_path, kind):
 def test_a_user_prefix_that_matches_nothing_is_still_refused(tmp_path):
   template = _init(_model_config("decoder=classification", num_classes=5), seed=0)
   with pytest.raises(ValueError, match=r"match no module of the model: \['encoder_typo'\]"):
-    checkpointing.load_pretrained(
+    pretrained.load_pretrained(
       str(tmp_path), template.params, exclude=("encoder_typo",), exclude_head=True
     )
 
 
 def test_train_and_evaluate_fine_tunes_with_the_default_config(data_dir, tmp_path, monkeypatch):
-  pretrained = tiny_training.tiny_config(data_dir, total_steps=1, checkpoint_every_steps=1)
-  first = train.train_and_evaluate(pretrained, str(tmp_path / "pretrained"))
+  source = tiny_training.tiny_config(data_dir, total_steps=1, checkpoint_every_steps=1)
+  first = train.train_and_evaluate(source, str(tmp_path / "pretrained"))
   loaded = []
-  real_load = checkpointing.load_pretrained
+  real_load = pretrained.load_pretrained
 
   def recording_load(*args, **kwargs):
     loaded.append(real_load(*args, **kwargs))
     return loaded[-1]
 
-  monkeypatch.setattr(checkpointing, "load_pretrained", recording_load)
+  monkeypatch.setattr(pretrained, "load_pretrained", recording_load)
   config = tiny_training.tiny_config(data_dir, total_steps=1, checkpoint_every_steps=1, seed=1)
   config.pretrained.path = str(tmp_path / "pretrained" / "checkpoints")
   train.train_and_evaluate(config, str(tmp_path / "tuned"))
   ((params, _),) = loaded
-  (head,) = [m for m in params if m in checkpointing.HEAD_MODULES]
+  (head,) = [m for m in params if m in pretrained.HEAD_MODULES]
   for module, leaves in params.items():
     for name, leaf in leaves.items():
       same = np.array_equal(leaf, first.params[module][name])

@@ -8,9 +8,9 @@ import pytest
 import scipy.stats
 
 from configs import glue as glue_config
-from perceiver_jax import checkpointing
 from perceiver_jax import model
 from perceiver_jax import official_format
+from perceiver_jax import pretrained
 from perceiver_jax import registry
 from perceiver_jax import tasks
 from perceiver_jax.tasks import glue
@@ -106,9 +106,7 @@ def test_mlm_checkpoint_loads_under_the_sentence_decoder(tmp_path):
     jax.random.PRNGKey(0), model.dummy_inputs(cfg), is_training=True
   )
   exclude = tuple(glue_config.get_config("task=sst2").pretrained.exclude)
-  params, _ = checkpointing.load_pretrained(
-    path, template, state, exclude=exclude, exclude_head=True
-  )
+  params, _ = pretrained.load_pretrained(path, template, state, exclude=exclude, exclude_head=True)
   np.testing.assert_array_equal(params["embed"]["embeddings"], mlm_params["embed"]["embeddings"])
   for module in template:
     source = template if module.startswith("sentence_decoder") else mlm_params
@@ -117,6 +115,4 @@ def test_mlm_checkpoint_loads_under_the_sentence_decoder(tmp_path):
   assert not any(m.startswith(("basic_decoder", "embedding_decoder")) for m in params)
   for prefixes, exclude_head in ((exclude, False), ((), True)):  # the MLM head, the new decoder
     with pytest.raises(official_format.CheckpointMismatchError):
-      checkpointing.load_pretrained(
-        path, template, state, exclude=prefixes, exclude_head=exclude_head
-      )
+      pretrained.load_pretrained(path, template, state, exclude=prefixes, exclude_head=exclude_head)

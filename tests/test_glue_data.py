@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import glue as glue_config
 from perceiver_jax.data import bytes_tokenizer as bt
 from perceiver_jax.data import contract
 from perceiver_jax.data import datasets
@@ -149,7 +150,8 @@ def _config(root, task="mrpc", batch_size=4, eval_batch_size=4):
       seed=0,
       batch_size=batch_size,
       eval_batch_size=eval_batch_size,
-      data=dict(name="glue", data_dir=str(root), task=task, eval_split="dev"),
+      # Every field of the config's data section (config.data.custom included).
+      data=dict(glue_config.get_config(f"task={task}").data, data_dir=str(root), eval_split="dev"),
     )
   )
 

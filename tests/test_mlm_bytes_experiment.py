@@ -1,6 +1,7 @@
 """experiments/mlm_bytes/: the `configs/mlm.py:mini` model, the prose filter of
 prepare_text.py and the unigram baselines of analyze.py."""
 
+import functools
 import importlib.util
 import pathlib
 
@@ -13,7 +14,8 @@ from perceiver_jax.data import bytes_tokenizer as bt
 EXPERIMENT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "mlm_bytes"
 
 
-def _load(name):
+@functools.cache
+def _load(name):  # once per module: the scripts define absl flags at import
   spec = importlib.util.spec_from_file_location(f"mlm_bytes_{name}", EXPERIMENT / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -38,6 +40,25 @@ def test_prose_paragraphs_drop_code_and_headings():
   ]
   train, held = prepare.split_topics({f"t{i:02d}": "" for i in range(20)})
   assert held == ["t03", "t09", "t15"] and len(train) == 17
+  # A heading's underline goes, and the heading alone is too short to stay.
+  assert prepare.prose_paragraphs("The assert statement\n====================\n") == []
+  assert prepare.prose_paragraphs("Statements are *** executed in order, one after another.") == [
+    "Statements are *** executed in order, one after another."
+  ]
+
+
+def test_docstrings_are_read_without_running_the_source():
+  prepare = _load("prepare_text")
+  source = (
+    '"""Module text."""\n'
+    "raise SystemExit('never run')\n"
+    "class A:\n"
+    '  """Class text."""\n'
+    "  def f(self):\n"
+    '    """Method text."""\n'
+  )
+  assert prepare.module_docstrings(source) == ["Module text.", "Class text.", "Method text."]
+  assert prepare.module_docstrings("def broken(:\n") == []
 
 
 def test_unigram_scores():
@@ -51,3 +72,19 @@ def test_unigram_scores():
   assert scores["argmax_accuracy"] == 0.5 and scores["argmax_byte"] == "e"
   np.testing.assert_allclose(scores["sampled_accuracy"], np.mean(probs[ids]))
   np.testing.assert_allclose(scores["loss"], -np.mean(np.log(probs[ids])))
+
+
+def test_neighbour_baseline_backs_off_from_both_neighbours_to_one_to_none():
+  analyze = _load("analyze")
+  a, b, c, x, y = (bt.OFFSET + ord(ch) for ch in "abcxy")
+  tables = analyze.neighbour_tables(np.array([a, x, b, a, x, b, a, y, b, c, y, c, y, y]))
+  assert tables["both"][a, b, x] == 2 and tables["both"][a, b, y] == 1
+  assert tables["left"][c, y] == 2 and tables["right"][x, a] == 1 and tables["none"][y] == 4
+  m = bt.MASK
+  inputs = np.array([[a, m, b, c, m, m, x, x, b, m, m, m]])
+  guess = analyze.neighbour_predictions(tables, inputs)
+  assert guess[0, 1] == x  # between a and b: x twice, y once
+  assert guess[0, 4] == y  # left c (then y twice), right masked
+  assert guess[0, 5] == a  # left masked, right x (after a once)
+  assert guess[0, 7] == b  # x _ b never seen: left x (then b twice)
+  assert guess[0, 10] == y  # both masked: the most frequent byte

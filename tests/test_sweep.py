@@ -1,7 +1,7 @@
 """Tests of `perceiver_jax/tools/sweep.py` and `scripts/sweep.py`: the grid, the commands,
 resuming, the results tables.
 
-Nothing here trains: runs are faked by writing `metrics.jsonl` files.
+Nothing here trains: runs are faked by writing `metrics.jsonl` and `final.json` files.
 """
 
 import csv
@@ -145,30 +145,143 @@ def test_results_table(tmp_path):
   write_run(dirs[2], 2.0)  # failed after its first log line
   write_run(dirs[3], 1.0, top1=0.8125)
   statuses = ["ok", "ok", "failed (exit 1)", "ok"]
-  rows = sweep.results_table(str(tmp_path), points, statuses)
+  rows, best = sweep.results_table(str(tmp_path), points, statuses)
+  # The reported eval metrics: the selection metric (top-1) first, the others alphabetically.
   assert rows[0] == [
     "optimizer.learning_rate",
     "model.num_latents",
     "eval/top1",
+    "eval/loss",
     "eval/top5",
+    "train/loss",
+    "train/steps_per_sec",
+    "status",
+    "best",
+  ]
+  assert rows[1] == ["1e-3", "64", 0.625, 1.6, 0.825, 1.5, 12.5, "ok", ""]
+  assert rows[3] == ["2e-3", "64", None, None, None, 2.0, 12.5, "failed (exit 1)", ""]
+  assert rows[4][-1] == "*"
+  assert best == (
+    f"best: {sweep.point_dirname(3, points[3])} eval/top1=0.8125 (highest of 3 finished points)"
+  )
+
+  markdown = sweep.to_markdown(rows).splitlines()
+  assert len(markdown) == 6
+  assert markdown[1] == "|---|---|---|---|---|---|---|---|---|"
+  assert markdown[2] == "| 1e-3 | 64 | 0.625 | 1.6 | 0.825 | 1.5 | 12.5 | ok |  |"
+  assert markdown[4] == "| 2e-3 | 64 |  |  |  | 2 | 12.5 | failed (exit 1) |  |"
+
+  parsed = list(csv.reader(io.StringIO(sweep.to_csv(rows))))
+  assert parsed[0] == rows[0]
+  assert parsed[3] == ["2e-3", "64", "", "", "", "2.0", "12.5", "failed (exit 1)", ""]
+  assert float(parsed[4][2]) == 0.8125
+
+
+BATCH = "config.batch_size"
+
+
+def write_glue_run(point_dir, score, accuracy, finished=True):
+  """Fakes an MRPC fine-tuning run: its eval metrics are GLUE's, its score the mean of F1 and
+  accuracy; only a finished run has `final.json`."""
+  scalars = {
+    "eval/accuracy": accuracy,
+    "eval/f1": 2 * score - accuracy,
+    "eval/score": score,
+    "eval/loss": 0.5,
+    "eval/count": 408,
+  }
+  writer = metrics.MetricWriter(str(point_dir))
+  writer.write_scalars(50, {"train/loss": 0.25, "train/steps_per_sec": 3.0})
+  writer.write_scalars(50, scalars)
+  writer.close()
+  if finished:
+    metrics.write_final(str(point_dir), 50, scalars, seconds=12.0)
+
+
+def test_glue_table_shows_the_task_score_and_picks_the_best_by_it(tmp_path):
+  points = sweep.grid([sweep.parse_sweep(f"{BATCH}=16,32,64")])
+  dirs = [tmp_path / sweep.point_dirname(i, p) for i, p in enumerate(points)]
+  write_glue_run(dirs[0], score=0.8, accuracy=0.78)
+  write_glue_run(dirs[1], score=0.85, accuracy=0.75)  # the best score, not the best accuracy
+  write_glue_run(dirs[2], score=0.9, accuracy=0.9, finished=False)  # preempted: never the best
+  statuses = ["ok", "ok (earlier run)", "preempted (resumable)"]
+  rows, best = sweep.results_table(str(tmp_path), points, statuses)
+  assert rows[0] == [
+    "batch_size",
+    "eval/score",
+    "eval/accuracy",
+    "eval/count",
+    "eval/f1",
     "eval/loss",
     "train/loss",
     "train/steps_per_sec",
     "status",
+    "best",
   ]
-  assert rows[1] == ["1e-3", "64", 0.625, 0.825, 1.6, 1.5, 12.5, "ok"]
-  assert rows[3] == ["2e-3", "64", None, None, None, 2.0, 12.5, "failed (exit 1)"]
+  assert rows[2] == [
+    "32",
+    0.85,
+    0.75,
+    408,
+    pytest.approx(0.95),
+    0.5,
+    0.25,
+    3.0,
+    "ok (earlier run)",
+    "*",
+  ]
+  assert rows[3][1] == 0.9 and rows[3][-1] == ""  # its last mid-run values, shown but not best
+  assert [row[-1] for row in rows[1:]] == ["", "*", ""]
+  assert best == "best: 001_batch_size=32 eval/score=0.85 (highest of 2 finished points)"
 
-  markdown = sweep.to_markdown(rows).splitlines()
-  assert len(markdown) == 6
-  assert markdown[1] == "|---|---|---|---|---|---|---|---|"
-  assert markdown[2] == "| 1e-3 | 64 | 0.625 | 0.825 | 1.6 | 1.5 | 12.5 | ok |"
-  assert markdown[4] == "| 2e-3 | 64 |  |  |  | 2 | 12.5 | failed (exit 1) |"
 
-  parsed = list(csv.reader(io.StringIO(sweep.to_csv(rows))))
-  assert parsed[0] == rows[0]
-  assert parsed[3] == ["2e-3", "64", "", "", "", "2.0", "12.5", "failed (exit 1)"]
-  assert float(parsed[4][2]) == 0.8125
+@pytest.mark.parametrize(
+  "evals, statuses, expected",
+  [
+    # MLM: masked-byte accuracy, higher is better.
+    (
+      [{"eval/masked_accuracy": 0.3, "eval/loss": 2.0}, {"eval/masked_accuracy": 0.4}],
+      ["ok"] * 2,
+      1,
+    ),
+    # Only a loss: lower is better.
+    ([{"eval/loss": 2.0}, {"eval/loss": 1.5}, {"eval/loss": 1.75}], ["ok"] * 3, 1),
+    # A tie goes to the earliest point; a non-finite value (None) never wins.
+    ([{"eval/top1": None}, {"eval/top1": 0.5}, {"eval/top1": 0.5}], ["ok"] * 3, 1),
+    # eval/score outranks top-1 whenever any point reports it.
+    ([{"eval/top1": 0.9}, {"eval/top1": 0.1, "eval/score": 0.2}], ["ok"] * 2, 1),
+  ],
+)
+def test_best_point_by_the_selection_metric(evals, statuses, expected):
+  assert sweep.best_point(evals, statuses)[0] == expected
+
+
+def test_no_best_point():
+  assert sweep.best_point([{}, {}], ["ok", "ok"]) is None
+  assert sweep.best_point([{"eval/score": 0.5}], ["failed (exit 1)"]) is None
+
+
+def test_run_prints_and_writes_the_best_point(tmp_path, monkeypatch, capsys):
+  def fake_run_sweep(config, workdir, points, extras, *, rerun):
+    for index, (point, score) in enumerate(zip(points, (0.7, 0.75), strict=True)):
+      write_glue_run(os.path.join(workdir, sweep.point_dirname(index, point)), score, 0.7)
+    return ["ok", "ok"]
+
+  monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+  monkeypatch.chdir(REPO_ROOT)
+  sweep.run(
+    "configs/glue.py:task=mrpc",
+    str(tmp_path),
+    [f"{BATCH}=16,32"],
+    [],
+    print_only=False,
+    rerun=False,
+  )
+  out = capsys.readouterr().out
+  line = "best: 001_batch_size=32 eval/score=0.75 (highest of 2 finished points)"
+  assert line in out.splitlines()
+  assert (tmp_path / "results.md").read_text().endswith(f"\n{line}\n")
+  assert "eval/score" in (tmp_path / "results.csv").read_text().splitlines()[0]
 
 
 def test_finished_points_are_skipped(tmp_path, capsys):
@@ -214,8 +327,9 @@ def test_a_preempted_point_is_resumable_not_finished(tmp_path, capsys):
   assert sweep.summary(statuses) == (
     "1/2 points ok, 1 remain (1 preempted, resumable: rerun the sweep)"
   )
-  rows = sweep.results_table(str(tmp_path), points[:2], statuses)
-  assert rows[2][-1] == "preempted (resumable)"
+  rows, best = sweep.results_table(str(tmp_path), points[:2], statuses)
+  assert rows[2][-2:] == ["preempted (resumable)", ""]
+  assert best.startswith(f"best: {sweep.point_dirname(0, points[0])} eval/top1=0.5 ")
 
   # Rerunning the sweep skips the finished point and resumes the preempted one.
   resumed = []

@@ -40,6 +40,7 @@ def _config(data_dir, batch_size=4, docs_per_example=3, seed=0):
         mask_rate=0.15,
         mask_token_fraction=0.8,
         random_byte_fraction=0.1,
+        mask_unit="word",
       ),
     )
   )
@@ -87,20 +88,20 @@ def test_whole_word_masking():
   spans = mlm_masking.word_spans(ids)
   assert len(spans) == 200 and all(bt.decode(ids[a:b]).startswith("w") for a, b in spans)
   cfg = mlm_masking.MaskingConfig()
-  inputs, weights = mlm_masking.mask_words(ids, np.random.default_rng(0), cfg)
+  inputs, weights = mlm_masking.mask_sequence(ids, np.random.default_rng(0), cfg)
   chosen = [a for a, b in spans if weights[a:b].any()]
   assert len(chosen) == 30  # 15% of 200 words
   for a, b in spans:  # whole words only
     assert weights[a:b].min() == weights[a:b].max()
   assert weights[ids < bt.OFFSET].sum() == 0
   np.testing.assert_array_equal(inputs[weights == 0], ids[weights == 0])
-  again = mlm_masking.mask_words(ids, np.random.default_rng(0), cfg)
+  again = mlm_masking.mask_sequence(ids, np.random.default_rng(0), cfg)
   np.testing.assert_array_equal(again[0], inputs)
   # 80% MASK / 10% random byte / 10% unchanged, over many predicted bytes.
   rng = np.random.default_rng(1)
   masked = random = kept = 0
   for _ in range(30):
-    inputs, weights = mlm_masking.mask_words(ids, rng, cfg)
+    inputs, weights = mlm_masking.mask_sequence(ids, rng, cfg)
     picked = weights > 0
     masked += np.sum(inputs[picked] == bt.MASK)
     kept += np.sum(inputs[picked] == ids[picked])
@@ -108,10 +109,25 @@ def test_whole_word_masking():
   total = masked + random + kept
   assert abs(masked / total - 0.8) < 0.03 and abs(kept / total - 0.1) < 0.03
   assert np.all(inputs[weights > 0] < bt.VOCAB_SIZE)
-  empty_in, empty_w = mlm_masking.mask_words(np.zeros(8, np.int32), rng, cfg)
+  empty_in, empty_w = mlm_masking.mask_sequence(np.zeros(8, np.int32), rng, cfg)
   assert empty_w.sum() == 0 and (empty_in == 0).all()
   with pytest.raises(ValueError, match=r"^config\.data\.mask_rate=1\.5"):
     mlm_masking.MaskingConfig(mask_rate=1.5)
+
+
+def test_single_byte_masking():
+  ids = np.concatenate([bt.encode("ab cé " * 20), [bt.SEP, 0, 0]])
+  num_bytes = int(np.sum(ids >= bt.OFFSET))
+  cfg = mlm_masking.MaskingConfig(unit="byte")
+  inputs, weights = mlm_masking.mask_sequence(ids, np.random.default_rng(0), cfg)
+  assert weights.sum() == round(0.15 * num_bytes)
+  assert weights[ids < bt.OFFSET].sum() == 0  # never PAD or SEP
+  # Bytes, not words: some chosen byte has an unchosen neighbour inside the same word.
+  spans = mlm_masking.word_spans(ids)
+  assert any(0 < weights[a:b].sum() < b - a for a, b in spans)
+  np.testing.assert_array_equal(inputs[weights == 0], ids[weights == 0])
+  with pytest.raises(ValueError, match=r"^config\.data\.mask_unit='token'"):
+    mlm_masking.MaskingConfig(unit="token")
 
 
 def _train(data, start_step, steps, prefix):

@@ -38,7 +38,7 @@ def _module_maker(name: str):
 
 _MAKERS = {
   name: _module_maker(name)
-  for name in ("fashion_mnist", "modelnet40", "imagenet", "audioset", "text", "glue")
+  for name in ("fashion_mnist", "modelnet40", "imagenet", "audioset", "text", "text_tfds", "glue")
 }
 DATASETS = tuple(_MAKERS)
 

@@ -3,11 +3,14 @@
 
 Files: GLUE's distribution layout, `data_dir/<DIR>/<split>.tsv` with DIR one of CoLA, SST-2,
 MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI (`config.data.task` is the lower-case task name, e.g.
-"sst2", "stsb", "mnli"). Columns are read by header name, except CoLA's train and dev files,
-which have no header (source, label, original label, sentence). MNLI's dev and test splits are
-`dev_matched` / `dev_mismatched` and `test_matched` / `test_mismatched`. A row with too few
+"sst2", "stsb", "mnli"; or "custom", a classification set of one's own in the same layout,
+defined by `config.data.custom`: see `custom_task`). Columns are read by header name,
+except CoLA's train and dev files, which have no header (source, label, original label,
+sentence). MNLI's dev and test splits are `dev_matched` / `dev_mismatched` and
+`test_matched` / `test_mismatched`. A row with too few
 columns or a label outside the task's list is counted, logged and skipped (QQP's train file
-has a few).
+has a few). GLUE's diagnostic set (AX, unlabelled MNLI pairs) is
+`data_dir/diagnostic/diagnostic.tsv` (`read_diagnostic`).
 
 Example (L = the model's input length): one sentence is [CLS] s1 [SEP], a pair is
 [CLS] s1 [SEP] s2 [SEP] (UTF-8 bytes through `bytes_tokenizer`), cropped at the end to L
@@ -89,10 +92,49 @@ TASKS: dict[str, GlueTask] = {
 _COLA_COLUMNS = ("source", "label", "original_label", "sentence")
 
 
-def get_task(name: str) -> GlueTask:
+# `config.data.task` of a user's own classification set in GLUE's layout (`custom_task`).
+CUSTOM = "custom"
+
+
+def get_task(name: str, custom: ml_collections.ConfigDict | None = None) -> GlueTask:
+  """The GLUE task `name`, or for "custom" the task that `custom` (config.data.custom) defines."""
+  if name == CUSTOM:
+    return custom_task(custom)
   if name not in TASKS:
-    raise ValueError(f"config.data.task={name!r}: expected one of {sorted(TASKS)}")
+    raise ValueError(f"config.data.task={name!r}: expected {CUSTOM!r} or one of {sorted(TASKS)}")
   return TASKS[name]
+
+
+def custom_task(custom: ml_collections.ConfigDict | None) -> GlueTask:
+  """A single-sentence or sentence-pair classification set laid out as GLUE's are.
+
+  `custom` (config.data.custom): `directory`, the folder under data_dir that holds train.tsv,
+  dev.tsv and test.tsv, each with a header line; `labels`, the class names in class-id order
+  (at least 2; a row whose label is not among them is skipped and counted); `text_columns`,
+  the header names of the sentence (or of the two sentences of a pair); `label_column` (train
+  and dev) and `index_column` (test). Metric: accuracy.
+  """
+  if custom is None:
+    raise ValueError(f"config.data.task={CUSTOM!r} needs the section config.data.custom")
+  labels = tuple(str(label) for label in custom.labels)
+  texts = tuple(custom.text_columns)
+  checks = (
+    ("directory", custom.directory, bool(custom.directory), "must name a folder of data_dir"),
+    ("labels", custom.labels, len(labels) >= 2, "needs at least 2 class names"),
+    ("labels", custom.labels, len(set(labels)) == len(labels), "repeats a class name"),
+    ("text_columns", custom.text_columns, len(texts) in (1, 2) and all(texts), "1 or 2 names"),
+    ("label_column", custom.label_column, bool(custom.label_column), "must name a column"),
+    ("index_column", custom.index_column, bool(custom.index_column), "must name a column"),
+  )
+  for field, value, ok, problem in checks:
+    if not ok:
+      raise ValueError(f"config.data.custom.{field}={value!r}: {problem}")
+  return GlueTask(custom.directory, labels, texts, custom.label_column, custom.index_column)
+
+
+def is_regression(name: str) -> bool:
+  """Whether task `name` predicts a score (STS-B); custom tasks are classification."""
+  return name != CUSTOM and get_task(name).is_regression
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,22 +166,52 @@ def encode_example(texts: tuple[str, ...], length: int) -> tuple[np.ndarray, boo
   return out, len(ids) > length
 
 
-def read_split(data_dir: str, task_name: str, split: str, length: int) -> Split:
-  """Reads and encodes `data_dir/<DIR>/<split>.tsv`; the test splits carry no labels."""
-  task = get_task(task_name)
+def read_split(
+  data_dir: str,
+  task_name: str,
+  split: str,
+  length: int,
+  custom: ml_collections.ConfigDict | None = None,
+) -> Split:
+  """Reads and encodes `data_dir/<DIR>/<split>.tsv`; the test splits carry no labels.
+  `custom`: config.data.custom, the definition of task "custom" (see `custom_task`)."""
+  task = get_task(task_name, custom)
   allowed = ("train", *task.dev_splits, *task.test_splits)
   if split not in allowed:
     raise ValueError(f"GLUE {task_name}: split {split!r} is not one of {allowed}")
   path = os.path.join(data_dir, task.directory, f"{split}.tsv")
   if not os.path.isfile(path):
     raise ValueError(f"GLUE {task_name}: no file {path}")
+  is_test = split in task.test_splits
+  headerless = task_name == "cola" and not is_test
+  return read_file(path, task, length, is_test=is_test, headerless=headerless)
+
+
+def diagnostic_path(data_dir: str) -> str:
+  """GLUE's diagnostic set (AX): `data_dir/diagnostic/diagnostic.tsv`, columns `index`,
+  `sentence1`, `sentence2`, no labels; an MNLI model labels it for the submission."""
+  return os.path.join(data_dir, "diagnostic", "diagnostic.tsv")
+
+
+def read_diagnostic(data_dir: str, length: int) -> Split:
+  """Reads and encodes the diagnostic set (see `diagnostic_path`) as MNLI test pairs."""
+  path = diagnostic_path(data_dir)
+  if not os.path.isfile(path):
+    raise ValueError(f"GLUE diagnostic: no file {path}")
+  return read_file(path, get_task("mnli"), length, is_test=True, headerless=False)
+
+
+def read_file(path: str, task: GlueTask, length: int, *, is_test: bool, headerless: bool) -> Split:
+  """Reads and encodes one TSV file of `task`: a test file (`task.index_column` and no labels)
+  or a labelled one; `headerless`: CoLA's columns by position."""
   with open(path, encoding="utf-8", errors="replace", newline="") as f:
     rows = [line.rstrip("\r\n").split("\t") for line in f if line.strip()]
-  is_test = split in task.test_splits
-  if task_name == "cola" and not is_test:
+  if headerless:
     header = _COLA_COLUMNS
-  else:
+  elif rows:
     header, rows = tuple(rows[0]), rows[1:]
+  else:
+    raise ValueError(f"{path}: empty file, expected a header line")
   wanted = (*task.text_columns, task.index_column if is_test else task.label_column)
   missing = [c for c in wanted if c not in header]
   if missing:
@@ -175,7 +247,7 @@ def read_split(data_dir: str, task_name: str, split: str, length: int) -> Split:
     label_array = np.asarray(labels, np.float32 if task.is_regression else np.int32)
   stacked = np.stack(ids) if ids else np.zeros((0, length), np.int32)
   if any(skipped.values()):
-    logging.warning("GLUE %s %s: %s", task_name, split, skipped)
+    logging.warning("GLUE %s: %s", path, skipped)
   return Split(stacked, label_array, index, skipped)
 
 
@@ -188,7 +260,7 @@ def make_data(
 ) -> contract.Data:
   """`contract.Data` of the GLUE task `config.data.task` (see the module docstring)."""
   cfg = config.data
-  task = get_task(cfg.task)
+  task = get_task(cfg.task, cfg.custom)
   if not isinstance(facts.input_shapes, tuple) or len(facts.input_shapes) != 1:
     raise ValueError(f"glue: the model must take byte ids [L], not {facts.input_shapes}")
   if facts.num_classes != task.num_outputs:
@@ -201,8 +273,8 @@ def make_data(
       f"config.data.eval_split={cfg.eval_split!r}: expected one of {task.dev_splits}"
     )
   (length,) = facts.input_shapes
-  train = read_split(cfg.data_dir, cfg.task, "train", length)
-  dev = read_split(cfg.data_dir, cfg.task, cfg.eval_split, length)
+  train = read_split(cfg.data_dir, cfg.task, "train", length, cfg.custom)
+  dev = read_split(cfg.data_dir, cfg.task, cfg.eval_split, length, cfg.custom)
   logging.info(
     "GLUE %s: %d train, %d %s examples", cfg.task, len(train.ids), len(dev.ids), cfg.eval_split
   )

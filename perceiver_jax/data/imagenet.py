@@ -28,7 +28,6 @@ num_workers, num_threads, prefetch_batches.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 
@@ -42,6 +41,7 @@ from perceiver_jax.data import augment
 from perceiver_jax.data import contract
 from perceiver_jax.data import image_ops
 from perceiver_jax.data import randaugment
+from perceiver_jax.data import tfds_split
 
 # How many following records a corrupt training image may be replaced by before giving up.
 _MAX_SKIPS = 100
@@ -96,36 +96,12 @@ class Split:
   """Random access to one split's records; opened lazily so that it pickles to workers."""
 
   def __init__(self, cfg: ml_collections.ConfigDict, split: str):
-    data_dir = os.path.expanduser(
-      cfg.data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-    )
     name = cfg.tfds_name
-    root = os.path.join(data_dir, name.split(":")[0])
-    versions = (
-      sorted(
-        v for v in os.listdir(root) if os.path.isfile(os.path.join(root, v, "dataset_info.json"))
-      )
-      if os.path.isdir(root)
-      else []
+    where, self.num_examples = tfds_split.check_split(
+      name, split, cfg.data_dir, "build them with scripts/build_imagenet.py"
     )
-    if not versions:
-      raise ValueError(
-        f"no TFDS {name!r} dataset in {root}: expected {root}/<version>/dataset_info.json and "
-        "array_record shards (build them with scripts/build_imagenet.py)"
-      )
-    builder = tfds.builder(name, data_dir=data_dir)
-    where = builder.data_dir
-    if split not in builder.info.splits:
-      raise ValueError(f"split {split!r} is not in {where}: it has {sorted(builder.info.splits)}")
-    file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
-    if file_format != "array_record":
-      raise ValueError(
-        f"{where} is in {file_format} format; random access needs array_record "
-        "(rebuild with scripts/build_imagenet.py)"
-      )
     self.name = f"{where}:{split}"
-    self.num_examples = builder.info.splits[split].num_examples
-    self._args = (name, split, data_dir)
+    self._args = (name, split, cfg.data_dir)
     self._source = None
 
   def __len__(self) -> int:
@@ -138,12 +114,8 @@ class Split:
     """(encoded image, label, file name) of record `index`."""
     if self._source is None:
       name, split, data_dir = self._args
-      self._source = tfds.data_source(
-        name,
-        split=split,
-        data_dir=data_dir,
-        download=False,
-        decoders={"image": tfds.decode.SkipDecoding()},
+      self._source = tfds_split.open_source(
+        name, split, data_dir, decoders={"image": tfds.decode.SkipDecoding()}
       )
     record = self._source[int(index)]
     file_name = record.get("file_name", b"")

@@ -11,7 +11,7 @@ example only ever reads the window it crops.
 
 Example (L = the model's input length, D = `docs_per_example`): D documents, each followed by
 SEP, concatenated; a window of L bytes at a random offset (offset 0 when shorter, then PAD
-up to L); whole-word masking (`mlm_masking.py`). Batches follow the contract:
+up to L); whole-word (or single-byte) masking (`mlm_masking.py`). Batches follow the contract:
   "inputs"  int32 [*prefix, L]    masked ids (PAD = 0 is padding);
   "labels"  {"ids": int32 [*prefix, L] original ids, "weights": float32 [*prefix, L] 1 at the
             bytes to predict};
@@ -30,6 +30,7 @@ import dataclasses
 import glob
 import itertools
 import os
+from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
 
@@ -83,18 +84,29 @@ def read_documents(files: Sequence[str], one_document_per: str) -> Documents:
       skipped["empty_files"] += 1
       continue
     for doc in content.split(b"\n") if one_document_per == "line" else [content]:
-      if not doc.strip():
-        skipped["empty_documents"] += 1
-        continue
-      try:
-        doc.decode("utf-8")
-      except UnicodeDecodeError:
-        skipped["invalid_utf8"] += 1
-        continue
-      kept.append(doc)
-  offsets = np.cumsum([0] + [len(doc) for doc in kept], dtype=np.int64)
-  data = np.frombuffer(b"".join(kept), np.uint8)
-  return Documents(data, offsets, skipped)
+      reason = skip_reason(doc)
+      if reason:
+        skipped[reason] += 1
+      else:
+        kept.append(doc)
+  return join_documents(kept, skipped)
+
+
+def skip_reason(doc: bytes) -> str | None:
+  """Why a document is left out ("empty_documents", "invalid_utf8"), or None to keep it."""
+  if not doc.strip():
+    return "empty_documents"
+  try:
+    doc.decode("utf-8")
+  except UnicodeDecodeError:
+    return "invalid_utf8"
+  return None
+
+
+def join_documents(docs: Sequence[bytes], skipped: dict[str, int]) -> Documents:
+  """`Documents` holding `docs` (already checked with `skip_reason`) in order."""
+  offsets = np.cumsum([0] + [len(doc) for doc in docs], dtype=np.int64)
+  return Documents(np.frombuffer(b"".join(docs), np.uint8), offsets, skipped)
 
 
 def crop_ids(docs: Documents, indices: Sequence[int], length: int, rng: np.random.Generator):
@@ -125,11 +137,12 @@ def crop_ids(docs: Documents, indices: Sequence[int], length: int, rng: np.rando
 def make_example(docs, indices, length, rng, masking) -> dict:
   """One example: {"inputs": int32 [L], "labels": {"ids": int32 [L], "weights": f32 [L]}}."""
   ids = crop_ids(docs, indices, length, rng)
-  inputs, weights = mlm_masking.mask_words(ids, rng, masking)
+  inputs, weights = mlm_masking.mask_sequence(ids, rng, masking)
   return {"inputs": inputs, "labels": {"ids": ids, "weights": weights}}
 
 
-def _stack(examples: list[dict]) -> dict:
+def stack(examples: list[dict]) -> dict:
+  """Examples ([L] leaves) -> a batch ([len(examples), L] leaves)."""
   return {
     "inputs": np.stack([e["inputs"] for e in examples]),
     "labels": {key: np.stack([e["labels"][key] for e in examples]) for key in ("ids", "weights")},
@@ -158,6 +171,26 @@ def _load(cfg, split: str) -> Documents:
   return docs
 
 
+def model_length(facts: contract.ModelFacts) -> int:
+  """L, the model's input length; ValueError unless the model takes byte ids [L]."""
+  if not isinstance(facts.input_shapes, tuple) or len(facts.input_shapes) != 1:
+    raise ValueError(f"text: the model must take byte ids [L], not {facts.input_shapes}")
+  return facts.input_shapes[0]
+
+
+def masking_config(cfg: ml_collections.ConfigDict) -> mlm_masking.MaskingConfig:
+  """The masking fields of `config.data`, checked."""
+  return mlm_masking.MaskingConfig(
+    cfg.mask_rate, cfg.mask_token_fraction, cfg.random_byte_fraction, cfg.mask_unit
+  )
+
+
+def docs_per_example(cfg: ml_collections.ConfigDict) -> int:
+  if cfg.docs_per_example < 1:
+    raise ValueError(f"config.data.docs_per_example={cfg.docs_per_example!r}: must be at least 1")
+  return cfg.docs_per_example
+
+
 def make_data(
   config: ml_collections.ConfigDict,
   facts: contract.ModelFacts,
@@ -167,15 +200,9 @@ def make_data(
 ) -> contract.Data:
   """`contract.Data` of the text files of `config.data` (see the module docstring)."""
   cfg = config.data
-  if not isinstance(facts.input_shapes, tuple) or len(facts.input_shapes) != 1:
-    raise ValueError(f"text: the model must take byte ids [L], not {facts.input_shapes}")
-  (length,) = facts.input_shapes
-  masking = mlm_masking.MaskingConfig(
-    cfg.mask_rate, cfg.mask_token_fraction, cfg.random_byte_fraction
-  )
-  per_example = cfg.docs_per_example
-  if per_example < 1:
-    raise ValueError(f"config.data.docs_per_example={per_example!r}: must be at least 1")
+  length = model_length(facts)
+  masking = masking_config(cfg)
+  per_example = docs_per_example(cfg)
   train, test = _load(cfg, "train"), _load(cfg, "eval")
   if len(train) < config.batch_size * per_example:
     raise ValueError(
@@ -186,11 +213,10 @@ def make_data(
     len(train), config.batch_size * per_example, config.seed, process_index, process_count
   )
   local = config.batch_size // process_count
-  num_eval = -(-len(test) // per_example)
 
   def train_step_batch(step: int) -> dict:
     runs = order.local_indices(step).reshape(local, per_example)
-    return _stack(
+    return stack(
       [
         make_example(
           train,
@@ -203,28 +229,61 @@ def make_data(
       ]
     )
 
+  def eval_example(e: int) -> dict:
+    run = np.arange(e * per_example, min((e + 1) * per_example, len(test)))
+    return make_example(test, run, length, eval_rng(e), masking)
+
+  return mlm_data(
+    config,
+    process_index,
+    process_count,
+    num_train=len(train) // per_example,
+    num_eval=-(-len(test) // per_example),
+    train_step_batch=train_step_batch,
+    eval_example=eval_example,
+  )
+
+
+def eval_rng(e: int) -> np.random.Generator:
+  """The generator of evaluation example `e`: the same for every run and process count."""
+  return np.random.default_rng((EVAL_STREAM, e))
+
+
+def mlm_data(
+  config: ml_collections.ConfigDict,
+  process_index: int,
+  process_count: int,
+  *,
+  num_train: int,
+  num_eval: int,
+  train_step_batch: Callable[[int], dict],
+  eval_example: Callable[[int], dict],
+) -> contract.Data:
+  """`contract.Data` from this process's training batch of a step and from evaluation examples.
+
+  Args:
+    train_step_batch: step -> this process's examples of it, stacked ([local, L] leaves).
+    eval_example: e in [0, num_eval) -> evaluation example e ([L] leaves).
+  """
+
   def train_batches(start_step: int, prefix: contract.Prefix) -> Iterator[dict]:
     contract.check_start_step(start_step)
     _, prefix = contract.local_shape(config.batch_size, process_count, prefix)
     return (contract.to_prefix(train_step_batch(s), prefix) for s in itertools.count(start_step))
-
-  def eval_example(e: int) -> dict:
-    run = np.arange(e * per_example, min((e + 1) * per_example, len(test)))
-    return make_example(test, run, length, np.random.default_rng((EVAL_STREAM, e)), masking)
 
   def eval_batches(prefix: contract.Prefix) -> Iterator[dict]:
     eval_local, prefix = contract.local_shape(config.eval_batch_size, process_count, prefix)
     indices = contract.padded_eval_indices(num_eval, eval_local, process_index, process_count)
     for start in range(0, len(indices), eval_local):
       rows = indices[start : start + eval_local]
-      batch = _stack([eval_example(max(int(e), 0)) for e in rows])
+      batch = stack([eval_example(max(int(e), 0)) for e in rows])
       batch["labels"]["weights"] *= (rows >= 0)[:, None]  # padding rows predict nothing
       batch["mask"] = (rows >= 0).astype(np.float32)
       yield contract.to_prefix(batch, prefix)
 
-  first = train_step_batch(0)  # step 0, slot 0 of this process
+  first = train_step_batch(0)  # step 0, the first slot of this process
   example = {
     "inputs": first["inputs"][:1],
     "labels": {key: value[:1] for key, value in first["labels"].items()},
   }
-  return contract.Data(len(train) // per_example, num_eval, train_batches, eval_batches, example)
+  return contract.Data(num_train, num_eval, train_batches, eval_batches, example)

@@ -6,6 +6,7 @@
 * `ClassificationDecoder`: a `BasicDecoder` with one learned query, returning [B, classes].
 * `SentenceDecoder`: one learned query cross-attends to the latents, then a 2-layer tanh MLP
   to [B, num_outputs]: the language model's GLUE head (class logits, or 1 regression score).
+  Both share the one-query delegation (`_OneQueryDecoder`); they differ in what follows it.
 * `EmbeddingTiedDecoder`: one learned query per input position, then logits through the
   transposed input embedding plus a bias (`EmbeddingDecoder`): the language model's head.
 * `ClassificationPostprocessor` / `ProjectionPostprocessor`: the official release's
@@ -145,14 +146,17 @@ class BasicDecoder(hk.Module):
     return output
 
 
-class ClassificationDecoder(hk.Module):
-  """One learned query cross-attends to the latents; returns logits [B, num_classes]."""
+class _OneQueryDecoder(hk.Module):
+  """The decoders with one output for the whole input: a `BasicDecoder` with one learned query
+  (`output_index_dims=(1,)`) cross-attends to the latents, giving that query's features
+  [B, C]. Subclasses pass the `BasicDecoder`'s arguments up; one that adds layers after it
+  does so in its own `__call__` (Haiku would prefix the names of modules built in any other
+  method with `~<method>`, changing the parameter paths).
+  """
 
-  def __init__(self, num_classes: int, name: str | None = None, **decoder_kwargs):
+  def __init__(self, name: str | None, **basic_decoder_kwargs):
     super().__init__(name=name)
-    self.decoder = BasicDecoder(
-      output_num_channels=num_classes, output_index_dims=(1,), **decoder_kwargs
-    )
+    self.decoder = BasicDecoder(output_index_dims=(1,), **basic_decoder_kwargs)
 
   def decoder_query(
     self,
@@ -161,7 +165,7 @@ class ClassificationDecoder(hk.Module):
     inputs_without_pos: jax.Array | None = None,
     subsampled_points: jax.Array | None = None,
   ) -> jax.Array:
-    """The one class query [B, 1, Cq]."""
+    """The one learned query [B, 1, Cq]."""
     return self.decoder.decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points)
 
   def __call__(
@@ -172,16 +176,24 @@ class ClassificationDecoder(hk.Module):
     is_training: bool,
     query_mask: jax.Array | None = None,
   ) -> jax.Array:
-    """query [B, 1, Cq], z [B, N, D] -> logits [B, num_classes]."""
+    """query [B, 1, Cq], z [B, N, D], query_mask [B, 1] -> the query's features [B, C]."""
     return self.decoder(query, z, is_training=is_training, query_mask=query_mask)[:, 0, :]
 
 
-class SentenceDecoder(hk.Module):
+class ClassificationDecoder(_OneQueryDecoder):
+  """One learned query cross-attends to the latents; the `BasicDecoder`'s output Linear gives
+  logits [B, num_classes]. `decoder_kwargs` are the other `BasicDecoder` arguments."""
+
+  def __init__(self, num_classes: int, name: str | None = None, **decoder_kwargs):
+    super().__init__(name, output_num_channels=num_classes, **decoder_kwargs)
+
+
+class SentenceDecoder(_OneQueryDecoder):
   """One learned query cross-attends to the latents (no output Linear), then Linear ->
   tanh -> Linear: [B, N, D] -> [B, num_outputs] (the paper's GLUE head).
 
   Modules: `sentence_decoder/~/basic_decoder` (query and cross-attention),
-  `sentence_decoder/~/hidden` [Cq, hidden_channels] and `sentence_decoder/~/output`.
+  `sentence_decoder/hidden` [Cq, hidden_channels] and `sentence_decoder/output`.
   """
 
   def __init__(
@@ -195,12 +207,9 @@ class SentenceDecoder(hk.Module):
     query_init_scale: float = 0.02,
     name: str = "sentence_decoder",
   ):
-    super().__init__(name=name)
-    self._num_outputs = num_outputs
-    self._hidden_channels = hidden_channels
-    self.decoder = BasicDecoder(
+    super().__init__(
+      name,
       output_num_channels=query_channels,
-      output_index_dims=(1,),
       num_z_channels=query_channels,
       num_heads=num_heads,
       qk_channels=qk_channels,
@@ -209,16 +218,8 @@ class SentenceDecoder(hk.Module):
       final_project=False,
       trainable_kwargs={"init_scale": query_init_scale},
     )
-
-  def decoder_query(
-    self,
-    inputs: jax.Array,
-    modality_sizes: dict[str, int] | None = None,
-    inputs_without_pos: jax.Array | None = None,
-    subsampled_points: jax.Array | None = None,
-  ) -> jax.Array:
-    """The one sentence query [B, 1, Cq]."""
-    return self.decoder.decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points)
+    self._num_outputs = num_outputs
+    self._hidden_channels = hidden_channels
 
   def __call__(
     self,
@@ -229,8 +230,8 @@ class SentenceDecoder(hk.Module):
     query_mask: jax.Array | None = None,
   ) -> jax.Array:
     """query [B, 1, Cq], z [B, N, D] -> [B, num_outputs]."""
-    features = self.decoder(query, z, is_training=is_training, query_mask=query_mask)[:, 0, :]
-    hidden = jnp.tanh(hk.Linear(self._hidden_channels, name="hidden")(features))
+    features = super().__call__(query, z, is_training=is_training, query_mask=query_mask)
+    hidden = jnp.tanh(hk.Linear(self._hidden_channels, name="hidden")(features))  # [B, H]
     return hk.Linear(self._num_outputs, name="output")(hidden)
 
 

@@ -22,6 +22,7 @@ from typing import Protocol
 import jax
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
 Batch = Mapping[str, Any]
 ApplyFn = Callable[..., Any]  # apply_fn(inputs, **model_kwargs) -> outputs, is_training=False
@@ -125,3 +126,18 @@ class SumsEvaluator:
     count = max(self._totals["count"], 1.0)
     result = {name: self._totals[key] / count for key, name in self._metrics.items()}
     return {**result, "eval/count": self._totals["count"]}
+
+
+def allgather_rows(rows: np.ndarray) -> np.ndarray:
+  """Every process's rows [n_p, ...] -> [n_0 + n_1 + ..., ...] in process order, on every
+  process. The n_p may differ (a split's shards do when its size is not a multiple of the
+  process count): each process pads its rows to the largest n_p for the gather, which needs
+  one shape everywhere, and the padding is cut off again."""
+  rows = np.asarray(rows)
+  if jax.process_count() == 1:
+    return rows
+  counts = multihost_utils.process_allgather(np.int64(len(rows)))  # [P]
+  padded = np.zeros((int(counts.max()), *rows.shape[1:]), rows.dtype)
+  padded[: len(rows)] = rows
+  gathered = multihost_utils.process_allgather(padded)  # [P, max n_p, ...]
+  return np.concatenate([block[:count] for block, count in zip(gathered, counts, strict=True)])

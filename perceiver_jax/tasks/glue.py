@@ -3,21 +3,19 @@
 Outputs are [B, K]: class logits, or for STS-B (K = 1) the predicted similarity score. Labels
 are int class ids [B], or float scores [B] for STS-B. Training minimises softmax
 cross-entropy (`train/accuracy`), or for STS-B the mean squared error. Evaluation keeps every
-real example's outputs, gathers them from every batch and process, and reports GLUE's official
-metrics over the whole split (`METRICS`): Matthews correlation (CoLA), F1 of class 1 and
-accuracy (MRPC, QQP), Pearson and Spearman correlation (STS-B), accuracy elsewhere; plus
-`eval/score` (the task's GLUE score: the metric, or the mean of its two), `eval/loss` and
-`eval/count`.
+real example's outputs, gathers them from every batch and process (`base.allgather_rows`), and
+reports GLUE's official metrics over the whole split (`METRICS`): Matthews correlation
+(CoLA), F1 of class 1 and accuracy (MRPC, QQP), Pearson and Spearman correlation (STS-B),
+accuracy elsewhere; plus `eval/score` (the task's GLUE score: the metric, or the mean of its
+two), `eval/loss` and `eval/count`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from perceiver_jax import losses
 from perceiver_jax.data import glue as glue_data
@@ -34,6 +32,7 @@ METRICS: dict[str, tuple[str, ...]] = {
   "qnli": ("accuracy",),
   "rte": ("accuracy",),
   "wnli": ("accuracy",),
+  glue_data.CUSTOM: ("accuracy",),  # a classification set of one's own (data/glue.custom_task)
 }
 
 
@@ -102,7 +101,7 @@ def split_metrics(glue_task: str, outputs: np.ndarray, labels: np.ndarray) -> di
   "eval/loss": cross-entropy (or squared error), "eval/count": N}`.
   """
   outputs = np.asarray(outputs, np.float64)
-  if glue_data.TASKS[glue_task].is_regression:
+  if glue_data.is_regression(glue_task):
     predictions = outputs[:, 0]
     loss = np.mean((predictions - labels) ** 2) if len(labels) else 0.0
   else:
@@ -122,7 +121,8 @@ def split_metrics(glue_task: str, outputs: np.ndarray, labels: np.ndarray) -> di
 class Glue(base.Task):
   """Attributes:
   glue_task: the GLUE task ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte",
-    "wnli"): its loss (regression for "stsb") and metrics. Must match `config.data.task`.
+    "wnli", or "custom": accuracy): its loss (regression for "stsb") and metrics. Must match
+    `config.data.task`.
   """
 
   NAME = "glue"
@@ -135,7 +135,7 @@ class Glue(base.Task):
 
   @property
   def is_regression(self) -> bool:
-    return glue_data.TASKS[self.glue_task].is_regression
+    return glue_data.is_regression(self.glue_task)
 
   def loss(self, outputs, batch):
     labels = batch["labels"]
@@ -167,7 +167,4 @@ class OutputsEvaluator:
 
   def result(self) -> dict[str, float]:
     outputs, labels = np.concatenate(self._outputs), np.concatenate(self._labels)
-    if jax.process_count() > 1:
-      outputs = multihost_utils.process_allgather(outputs, tiled=True)
-      labels = multihost_utils.process_allgather(labels, tiled=True)
-    return split_metrics(self._glue_task, outputs, labels)
+    return split_metrics(self._glue_task, base.allgather_rows(outputs), base.allgather_rows(labels))

@@ -13,7 +13,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 
 from perceiver_jax import losses
 from perceiver_jax.tasks import average_precision
@@ -62,10 +61,8 @@ class ScoresEvaluator:
     self._labels.append(base.real_rows(batch["labels"], batch["mask"]))
 
   def result(self) -> dict[str, float]:
-    scores, labels = np.concatenate(self._scores), np.concatenate(self._labels)
-    if jax.process_count() > 1:
-      scores = multihost_utils.process_allgather(scores, tiled=True)
-      labels = multihost_utils.process_allgather(labels, tiled=True)
+    scores = base.allgather_rows(np.concatenate(self._scores))
+    labels = base.allgather_rows(np.concatenate(self._labels))
     probs = np.clip(scores.astype(np.float64), _PROB_EPS, 1 - _PROB_EPS)
     bce = -(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)).mean(axis=-1)
     return {

@@ -94,10 +94,10 @@ def plot_run(
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from perceiver_jax import checkpointing
+  from perceiver_jax import pretrained
   from perceiver_jax.data import fashion_mnist
 
-  _, params, state = checkpointing.load_trained_model(run_dir, cfg)
+  _, params, state = pretrained.load_trained_model(run_dir, cfg)
   raw, labels = fashion_mnist.load_split("test", data_dir)
   raw, labels = raw[:num_images], labels[:num_images]
   images = fashion_mnist.normalize(raw)

@@ -15,6 +15,13 @@ imagenet-long    224x224 pixels (50,176 x 261 inputs), latents 512 x 1024, one
 scaling          io-small's model on M = 1,024 ... 65,536 inputs (square images), next
                  to a Transformer encoder on the same inputs.
 paper-models     the registry's paper models at their real shapes, batch 1.
+mlm-small        the masked-language-model training step of a small byte model in the
+                 released model's layout, at the sizes of the miniature pretraining run
+                 (`configs/mlm.py:mini`): 256 bytes embedded in 128 channels plus learned
+                 positions, latents 64 x 128, one cross-attend (8 heads, qk 64, v 128), 4
+                 self-attends (8 heads, qk 64), 256 byte queries cross-attending to the
+                 latents (8 heads, qk 64), logits through the transposed embedding (262
+                 ids); batch 8 of masked byte ids with weights (task `masked_lm`).
 imagenet-memory  forward + backward of a registry variant (the full ImageNet Perceiver by
                  default) in plain, chunked and chunked + remat modes (`MEMORY_MODES`).
 """
@@ -24,11 +31,22 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from perceiver_jax import registry
+from perceiver_jax.data import bytes_tokenizer
+from perceiver_jax.data import mlm_masking
 
-MODEL_WORKLOADS = ("io-small", "perceiver-small", "imagenet-long", "scaling", "paper-models")
+MODEL_WORKLOADS = (
+  "io-small",
+  "perceiver-small",
+  "imagenet-long",
+  "scaling",
+  "paper-models",
+  "mlm-small",
+)
 # (timed steps, warm-up steps) per model workload.
 STEPS = {
   "io-small": (20, 3),
@@ -36,6 +54,7 @@ STEPS = {
   "imagenet-long": (5, 1),
   "scaling": (5, 2),
   "paper-models": (3, 1),
+  "mlm-small": (20, 3),
 }
 # imagenet-long's target is a ratio of two cases: measured in 3 alternating rounds.
 ROUNDS = {"imagenet-long": 3}
@@ -61,12 +80,14 @@ MEMORY_MODES = {
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-  """One measured configuration: a model config at a batch size, with a label."""
+  """One measured configuration: a model config at a batch size, with a label, trained on
+  synthetic batches of `task` (classification: random inputs; masked_lm: `masked_lm_batch`)."""
 
   workload: str
   label: str
   model: ml_collections.ConfigDict
   batch_size: int
+  task: str = "classification"
 
 
 def _pixels_model(side: int) -> ml_collections.ConfigDict:
@@ -128,6 +149,45 @@ def scaling_transformer(side: int) -> ml_collections.ConfigDict:
   return cfg
 
 
+def mlm_small() -> ml_collections.ConfigDict:
+  """The byte model of `configs/mlm.py:mini` (the released layout at small widths)."""
+  cfg = registry.get_model_config("language_perceiver_io")
+  cfg.input_shape = (256,)
+  cfg.text.embed_dim = 128
+  cfg.num_latents = 64
+  for name in ("num_latent_channels", "cross_attend_v_channels", "self_attend_v_channels"):
+    cfg[name] = 128
+  cfg.num_self_attends_per_block = 4
+  for name in ("cross_attend_qk_channels", "self_attend_qk_channels"):
+    cfg[name] = 64
+  cfg.decoder.qk_channels = 64
+  return cfg
+
+
+def masked_lm_batch(cfg: ml_collections.ConfigDict, batch_size: int, seed: int = 0):
+  """A masked-LM batch of a text model: byte ids of random 2-to-9-letter words joined by
+  spaces, every sequence full (no padding), masked as the data pipeline masks
+  (`mlm_masking.MaskingConfig()`: 15% of the words).
+
+  Returns:
+    (inputs int32 [B, L]: the masked ids, labels {"ids": int32 [B, L], "weights": float32
+    [B, L]}: the targets of the task `masked_lm`).
+  """
+  rng = np.random.default_rng(seed)
+  length = cfg.input_shape[0]
+  masking = mlm_masking.MaskingConfig()
+  ids = np.empty((batch_size, length), np.int32)
+  inputs, weights = np.empty_like(ids), np.empty(ids.shape, np.float32)
+  for row in range(batch_size):
+    words = []
+    while sum(len(word) + 1 for word in words) <= length:  # joined: one space fewer
+      word = rng.integers(ord("a"), ord("z") + 1, size=rng.integers(2, 10)).astype(np.uint8)
+      words.append(word.tobytes().decode())
+    ids[row] = bytes_tokenizer.encode(" ".join(words))[:length]
+    inputs[row], weights[row] = mlm_masking.mask_sequence(ids[row], rng, masking)
+  return jnp.asarray(inputs), {"ids": jnp.asarray(ids), "weights": jnp.asarray(weights)}
+
+
 def cases(workload: str, chunk_size: int = 4096) -> list[Case]:
   """The configurations a model workload measures, in order."""
   if workload == "io-small":
@@ -149,6 +209,8 @@ def cases(workload: str, chunk_size: int = 4096) -> list[Case]:
     return out
   if workload == "paper-models":
     return [Case(workload, name, registry.get_model_config(name), 1) for name in PAPER_MODELS]
+  if workload == "mlm-small":
+    return [Case(workload, "mlm-small", mlm_small(), 8, task="masked_lm")]
   raise ValueError(f"unknown workload {workload!r}; expected one of {MODEL_WORKLOADS}")
 
 

@@ -116,7 +116,10 @@ def measure(
   schedule = optax.constant_schedule(1e-3)
   tx = optimizer_lib.make_optimizer(optimizer_lib.default_optimizer_config(), schedule)
   batch_size = case.batch_size
-  inputs, labels = _inputs_and_labels(cfg, batch_size)
+  if case.task == "masked_lm":
+    inputs, labels = workloads.masked_lm_batch(cfg, batch_size)
+  else:
+    inputs, labels = _inputs_and_labels(cfg, batch_size)
   state = jax.jit(lambda rng: ts.init_train_state(forward, tx, rng, inputs[:1]))(
     jax.random.PRNGKey(1)
   )
@@ -125,7 +128,7 @@ def measure(
   to_device = jax.pmap(lambda tree: tree, devices=jax.local_devices()[:1])
   state = to_device(ts.replicate(state, 1))
   batch = to_device(ts.replicate({"inputs": inputs, "labels": labels}, 1))
-  task = tasks.get(tasks.default_config("classification"))
+  task = tasks.get(tasks.default_config(case.task))
   step = jax.pmap(
     ts.make_train_step(forward, tx, schedule, task), axis_name=ts.AXIS, donate_argnums=(0,)
   )

@@ -3,8 +3,9 @@
 FLOPs are counted as in the papers' and most MFU reports: matrix multiplies only, a
 multiply and an add counted separately (2 per multiply-accumulate); a training step is 3x
 the forward pass (the backward pass computes the gradient of each product with respect to
-both of its operands). Elementwise work (softmax, LayerNorm, GELU) is left out; XLA's cost
-analysis, reported beside it, counts it.
+both of its operands). Elementwise work (softmax, LayerNorm, GELU, added position encodings)
+is left out; XLA's cost analysis, reported beside it, counts it. A text model's byte embedding
+is a lookup (no multiplies); its logits through the transposed embedding are a matmul.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def _preprocessor_flops(cfg: ml_collections.ConfigDict) -> int:
 
 
 def num_inputs(cfg: ml_collections.ConfigDict) -> int:
-  """M, the number of elements of the encoder's input array [B, M, C] (image or points)."""
-  if cfg.modality == "points":
+  """M, the number of elements of the encoder's input array [B, M, C] (image, points or
+  text bytes)."""
+  if cfg.modality in ("points", "text"):
     return cfg.input_shape[0]
   rows, cols = image.input_grid(cfg)
   return rows * cols
@@ -94,14 +96,40 @@ def forward_flops(cfg: ml_collections.ConfigDict) -> int | None:
     + 1
   )
   flops -= (cfg.num_cross_attends - num_sets) * key_value
+  self_qk = cfg.self_attend_qk_channels or width
+  self_v = cfg.self_attend_v_channels or self_qk
   latent = _block_flops(
-    latents, latents, width, width, width, width, width, cfg.self_attend_widening_factor
+    latents, latents, width, width, self_qk, self_v, width, cfg.self_attend_widening_factor
   )
   flops += cfg.num_cross_attends * cross
   flops += cfg.num_blocks * cfg.num_self_attends_per_block * latent
+  return flops + _decoder_flops(cfg, inputs, in_width)
+
+
+def _decoder_flops(cfg: ml_collections.ConfigDict, inputs: int, in_width: int) -> int:
+  """Forward FLOPs of a Perceiver's decoder on latents [N, D] (`inputs` x `in_width`: the
+  encoder's input array, whose width the text decoders' queries have).
+
+  classification  one D-wide query cross-attends (qk = decoder.qk_channels or D, v = qk),
+                  then a Linear to the classes.
+  projection      the mean over the latents (no multiplies), then a Linear to the classes.
+  embedding       one query per input byte (L x C) cross-attends (v = C, no output Linear),
+                  then logits through the transposed embedding: [L, C] x [C, vocab].
+  sentence        one C-wide query cross-attends, then Linear C -> C, tanh, Linear C -> classes.
+  """
+  latents, width = cfg.num_latents, cfg.num_latent_channels
+  qk, outputs = cfg.decoder.qk_channels or width, cfg.num_classes
   if cfg.decoder.type == "classification":
-    flops += _block_flops(1, latents, width, width, width, width, width, 1)
-  return flops + 2 * width * cfg.num_classes
+    return _block_flops(1, latents, width, width, qk, qk, width, 1) + 2 * width * outputs
+  if cfg.decoder.type == "projection":
+    return 2 * width * outputs
+  if cfg.decoder.type == "embedding":
+    cross = _block_flops(inputs, latents, in_width, width, qk, in_width, in_width, 1)
+    return cross + 2 * inputs * in_width * outputs
+  if cfg.decoder.type == "sentence":
+    cross = _block_flops(1, latents, in_width, width, qk, in_width, in_width, 1)
+    return cross + 2 * in_width * in_width + 2 * in_width * outputs
+  raise ValueError(f"config.model.decoder.type={cfg.decoder.type!r}: no FLOP count for it")
 
 
 def train_flops(cfg: ml_collections.ConfigDict) -> int | None:

@@ -172,11 +172,11 @@ def train_accuracy(run_dir: str, row: Row, data_dir: str | None, limit: int = 10
   import jax  # noqa: PLC0415 (only the reports that need it pay for the model imports)
   import numpy as np  # noqa: PLC0415
 
-  from perceiver_jax import checkpointing  # noqa: PLC0415
   from perceiver_jax import losses  # noqa: PLC0415
+  from perceiver_jax import pretrained  # noqa: PLC0415
   from perceiver_jax.data import fashion_mnist  # noqa: PLC0415
 
-  forward, params, state = checkpointing.load_trained_model(run_dir, config(row).model)
+  forward, params, state = pretrained.load_trained_model(run_dir, config(row).model)
   images, labels = fashion_mnist.load_split("train", data_dir)
   images, labels = images[:limit], labels[:limit]
   apply = jax.jit(lambda p, s, x: forward.apply(p, s, None, x, is_training=False)[0])

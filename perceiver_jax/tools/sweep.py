@@ -6,8 +6,17 @@ one `python -m perceiver_jax.main` run in its own workdir. A point is finished w
 when, its workdir holds the trainer's `final.json`; finished points are skipped unless asked to
 rerun, so an interrupted sweep resumes. A run that exits 0 without `final.json` was preempted
 (the trainer saves a checkpoint and exits 0 on SIGTERM): the point is "preempted (resumable)",
-and rerunning the sweep resumes it from its checkpoint. The results table has one row per
-point; the summary line counts the points that remain.
+and rerunning the sweep resumes it from its checkpoint. The summary line counts the points
+that remain.
+
+The results table has one row per point: its swept values, then the eval metrics the points
+reported (the `eval/*` keys of their `final.json`, whatever the task: GLUE's `eval/score`,
+`eval/accuracy`, `eval/f1`, ...; MLM's `eval/masked_accuracy`), the selection metric first and
+the rest in alphabetical order, then the last `TRAIN_COLUMNS`, the status, and `*` in the `best`
+column of the best point. The selection metric is the first of `SELECTION_METRICS` that a point
+reported; the best point is the finished point with its highest value (lowest for a loss), the
+earliest in the grid on a tie. A point that did not finish shows the last values its
+`metrics.jsonl` holds, and is never the best.
 """
 
 from __future__ import annotations
@@ -24,7 +33,17 @@ from collections.abc import Callable
 
 from perceiver_jax import metrics
 
-COLUMNS = ("eval/top1", "eval/top5", "eval/loss", "train/loss", "train/steps_per_sec")
+# (metric, higher is better), in order of preference: the task's own score (GLUE), top-1
+# accuracy (classification), masked-byte accuracy (MLM), mean average precision (multi-label),
+# and the eval loss, lower is better, for a task that reports nothing else.
+SELECTION_METRICS = (
+  ("eval/score", True),
+  ("eval/top1", True),
+  ("eval/masked_accuracy", True),
+  ("eval/mAP", True),
+  ("eval/loss", False),
+)
+TRAIN_COLUMNS = ("train/loss", "train/steps_per_sec")
 _SWEEP_RE = re.compile(r"(config(?:\.[A-Za-z_]\w*)+)=(.+)")
 
 
@@ -127,18 +146,83 @@ def point_status(point_dir: str, returncode: int) -> str:
   return "ok" if is_finished(point_dir) else "preempted (resumable)"
 
 
-def results_table(workdir: str, points: list[dict[str, str]], statuses: list[str]) -> list[list]:
-  """Header row, then per point: its swept values, its final `COLUMNS`, its status.
+def point_metrics(point_dir: str) -> tuple[dict, dict]:
+  """`(eval, train)`: a point's final eval metrics (its `final.json`'s `eval/*` keys, or for
+  an unfinished run the last ones in `metrics.jsonl`) and its last `train/*` values."""
+  path = os.path.join(point_dir, metrics.METRICS_FILE)
+  last = metrics.final_metrics(path) if os.path.exists(path) else {}
+  final = metrics.read_final(point_dir)
+  evals = last if final is None else final
+  return (
+    {k: v for k, v in evals.items() if k.startswith("eval/")},
+    {k: v for k, v in last.items() if k.startswith("train/")},
+  )
 
-  A metric is None where the run never wrote it or its last value was non-finite.
+
+def selection_metric(evals: list[dict]) -> tuple[str, bool] | None:
+  """The first `(metric, higher_is_better)` of `SELECTION_METRICS` that any point reported."""
+  reported = {key for record in evals for key in record}
+  return next(((m, higher) for m, higher in SELECTION_METRICS if m in reported), None)
+
+
+def best_point(evals: list[dict], statuses: list[str]) -> tuple[int, str, float] | None:
+  """`(index, metric, value)` of the finished point with the best selection metric (see the
+  module doc), or None if no finished point has a finite value of it."""
+  selection = selection_metric(evals)
+  if selection is None:
+    return None
+  metric, higher = selection
+  candidates = [
+    (value if higher else -value, -index, value)
+    for index, (record, status) in enumerate(zip(evals, statuses, strict=True))
+    if status.startswith("ok") and (value := record.get(metric)) is not None
+  ]
+  if not candidates:
+    return None
+  _, negative_index, value = max(candidates)
+  return -negative_index, metric, value
+
+
+def results_table(
+  workdir: str, points: list[dict[str, str]], statuses: list[str]
+) -> tuple[list[list], str]:
+  """The results table and the best-point line (see the module doc).
+
+  Returns:
+    `(rows, best)`: a header row, then per point its swept values, its eval metrics, its
+    `TRAIN_COLUMNS`, its status and `*` if it is the best point; a metric is None where the run
+    never wrote it or its last value was non-finite. `best` is
+    `best: <point dir> <metric>=<value> (highest of N finished points)` (`lowest` for a loss),
+    or says why there is none.
   """
+  names = [point_dirname(index, point) for index, point in enumerate(points)]
+  records = [point_metrics(os.path.join(workdir, name)) for name in names]
+  evals, trains = [r[0] for r in records], [r[1] for r in records]
+  selection = selection_metric(evals)
+  first = [selection[0]] if selection else []
+  columns = first + sorted({k for record in evals for k in record} - set(first))
+  best = best_point(evals, statuses)
   keys = list(points[0]) if points else []
-  rows = [[key.removeprefix("config.") for key in keys] + list(COLUMNS) + ["status"]]
-  for index, (point, status) in enumerate(zip(points, statuses, strict=True)):
-    path = os.path.join(workdir, point_dirname(index, point), metrics.METRICS_FILE)
-    final = metrics.final_metrics(path) if os.path.exists(path) else {}
-    rows.append([point[key] for key in keys] + [final.get(c) for c in COLUMNS] + [status])
-  return rows
+  rows = [
+    [key.removeprefix("config.") for key in keys] + columns + [*TRAIN_COLUMNS, "status", "best"]
+  ]
+  for index, point in enumerate(points):
+    rows.append(
+      [point[key] for key in keys]
+      + [evals[index].get(c) for c in columns]
+      + [trains[index].get(c) for c in TRAIN_COLUMNS]
+      + [statuses[index], "*" if best is not None and best[0] == index else ""]
+    )
+  finished = sum(s.startswith("ok") for s in statuses)
+  if best is not None:
+    index, metric, value = best
+    which = "highest" if selection[1] else "lowest"
+    line = f"best: {names[index]} {metric}={_cell(value)} ({which} of {finished} finished points)"
+  elif selection is None:
+    line = "best: none (no point reported an eval metric)"
+  else:
+    line = f"best: none (no finished point has a finite {selection[0]})"
+  return rows, line
 
 
 def _cell(value) -> str:
@@ -182,10 +266,11 @@ def run(
     return
   os.makedirs(workdir, exist_ok=True)
   statuses = run_sweep(config, workdir, points, extras, rerun=rerun)
-  rows = results_table(workdir, points, statuses)
-  metrics.atomic_write_text(os.path.join(workdir, "results.md"), to_markdown(rows))
+  rows, best = results_table(workdir, points, statuses)
+  markdown = to_markdown(rows) + f"\n{best}\n"
+  metrics.atomic_write_text(os.path.join(workdir, "results.md"), markdown)
   metrics.atomic_write_text(os.path.join(workdir, "results.csv"), to_csv(rows))
-  print(to_markdown(rows), end="")
+  print(markdown, end="")
   print(f"[sweep] {summary(statuses)}; tables in {workdir}")
 
 
