@@ -15,7 +15,7 @@ EXPERIMENT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "mlm_
 
 
 @functools.cache
-def _load(name):  # once per module: the scripts define absl flags at import
+def _load(name):
   spec = importlib.util.spec_from_file_location(f"mlm_bytes_{name}", EXPERIMENT / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -88,3 +88,11 @@ def test_neighbour_baseline_backs_off_from_both_neighbours_to_one_to_none():
   assert guess[0, 5] == a  # left masked, right x (after a once)
   assert guess[0, 7] == b  # x _ b never seen: left x (then b twice)
   assert guess[0, 10] == y  # both masked: the most frequent byte
+
+
+def test_scripts_import_next_to_modules_with_the_same_flags():
+  # The trainer's entry module defines --workdir, as analyze.py does when run as a script.
+  importlib.import_module("perceiver_jax.main")
+  for name in ("analyze", "prepare_text"):
+    spec = importlib.util.spec_from_file_location(f"again_{name}", EXPERIMENT / f"{name}.py")
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))

@@ -27,7 +27,7 @@ _LICENSE = "  1 This software and database is being provided to you, the LICENSE
 
 
 @functools.cache
-def _load(name):  # once per module: the scripts define absl flags at import
+def _load(name):
   spec = importlib.util.spec_from_file_location(f"wordnet_{name}", EXPERIMENT / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -37,11 +37,6 @@ from perceiver_jax.data import bytes_tokenizer as bt  # noqa: E402
 from perceiver_jax.data import contract  # noqa: E402
 from perceiver_jax.data import text  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "prepare_text.py's output.", required=True)
-_RESULTS_DIR = flags.DEFINE_string("results_dir", os.path.dirname(__file__), "Where results go.")
-_FIT_STEPS = flags.DEFINE_integer("fit_steps", 200, "Training batches the unigram is fit on.")
-
 
 def unigram_scores(train_counts: np.ndarray, eval_ids: np.ndarray) -> dict[str, float]:
   """A unigram model (counts [V], add-one smoothed) scored on target ids [N].
@@ -226,4 +221,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this runs as a script, so that tests can import its functions
+  # next to other modules that define flags of the same names.
+  _WORKDIR = flags.DEFINE_string("workdir", None, "The run's workdir.", required=True)
+  _DATA_DIR = flags.DEFINE_string("data_dir", None, "prepare_text.py's output.", required=True)
+  _RESULTS_DIR = flags.DEFINE_string("results_dir", os.path.dirname(__file__), "Where results go.")
+  _FIT_STEPS = flags.DEFINE_integer("fit_steps", 200, "Training batches the unigram is fit on.")
   app.run(main)

@@ -30,8 +30,6 @@ import sysconfig
 from absl import app
 from absl import flags
 
-_OUT = flags.DEFINE_string("out", None, "output directory", required=True)
-
 HELD_OUT_START = 3
 HELD_OUT_EVERY = 6
 MIN_BYTES = 40
@@ -118,4 +116,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this runs as a script, so that tests can import its functions
+  # next to other modules that define flags of the same names.
+  _OUT = flags.DEFINE_string("out", None, "output directory", required=True)
   app.run(main)

@@ -29,15 +29,6 @@ import optax
 from absl import app
 from absl import flags
 
-_DATA = flags.DEFINE_string("data", None, "folder of train/dev/test.tsv", required=True)
-_RESULTS = flags.DEFINE_string(
-  "results",
-  os.path.join(os.path.dirname(__file__), "baseline_results.json"),
-  "where to write the results (JSON)",
-)
-_BIGRAMS = flags.DEFINE_integer("bigrams", 512, "byte pairs of the bigram baseline (0: none)")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", 300, "L-BFGS steps per fit at most")
-
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2)
 
 
@@ -190,4 +181,14 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this runs as a script, so that tests can import its functions
+  # next to other modules that define flags of the same names.
+  _DATA = flags.DEFINE_string("data", None, "folder of train/dev/test.tsv", required=True)
+  _RESULTS = flags.DEFINE_string(
+    "results",
+    os.path.join(os.path.dirname(__file__), "baseline_results.json"),
+    "where to write the results (JSON)",
+  )
+  _BIGRAMS = flags.DEFINE_integer("bigrams", 512, "byte pairs of the bigram baseline (0: none)")
+  _MAX_STEPS = flags.DEFINE_integer("max_steps", 300, "L-BFGS steps per fit at most")
   app.run(main)

@@ -34,10 +34,6 @@ from collections.abc import Iterator
 from absl import app
 from absl import flags
 
-_WORDNET_DIR = flags.DEFINE_string("wordnet_dir", "/usr/share/wordnet", "WordNet's dict folder")
-_OUT = flags.DEFINE_string("out", None, "output directory", required=True)
-_KEEP_EXAMPLES = flags.DEFINE_bool("keep_examples", False, "keep the quoted example sentences")
-
 DIRECTORY = "WN"
 PARTS_OF_SPEECH = ("noun", "verb", "adj", "adv")
 SPLITS = ("train", "dev", "test")
@@ -187,4 +183,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when this runs as a script, so that tests can import its functions
+  # next to other modules that define flags of the same names.
+  _WORDNET_DIR = flags.DEFINE_string("wordnet_dir", "/usr/share/wordnet", "WordNet's dict folder")
+  _OUT = flags.DEFINE_string("out", None, "output directory", required=True)
+  _KEEP_EXAMPLES = flags.DEFINE_bool("keep_examples", False, "keep the quoted example sentences")
   app.run(main)
