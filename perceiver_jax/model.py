@@ -2,14 +2,14 @@
 
 The model section of a config (`config.model`) declares every field below; nothing has a
 default in code. Each axis of variation is dispatched once, through one table:
-  modality               'image', 'points', 'audio_video' or 'text': the adapter in
+  modality               'image', 'points', 'audio_video', 'text' or 'flow': the adapter in
                          `perceiver_jax.modalities` that validates its section, sizes and
                          builds the preprocessor (image: `input_shape` and `input.*`; points:
                          `input_shape` and `points.*`; audio_video: `audio_video.*`; text:
-                         `input_shape` and `text.*`). A preprocessor that also returns an
-                         input mask [B, M] (text: padding) masks those inputs as keys of the
-                         encoder's cross-attend and, for a decoder whose queries follow the
-                         inputs, as queries of the decoder.
+                         `input_shape` and `text.*`; flow: `input_shape` and `flow.*`). A
+                         preprocessor that also returns an input mask [B, M] (text: padding)
+                         masks those inputs as keys of the encoder's cross-attend and, for a
+                         decoder whose queries follow the inputs, as queries of the decoder.
   architecture           'perceiver', or a baseline fed the same input array (`baselines`):
                          'convnet', 'vit', 'transformer', configured by `baseline.*`; the
                          encoder and decoder fields are then unused.
@@ -17,7 +17,9 @@ default in code. Each axis of variation is dispatched once, through one table:
                          over latents + Linear, the original Perceiver) or 'embedding' (one
                          query per input, logits through the text modality's input embedding:
                          the language model) or 'sentence' (one query, then a 2-layer tanh
-                         MLP of the input width: the GLUE head, [B, num_classes]): `DECODERS`.
+                         MLP of the input width: the GLUE head, [B, num_classes]) or 'flow'
+                         (one query per pixel, the inputs themselves: flow [B, H, W, 2] of
+                         modality 'flow'): `DECODERS`.
                          decoder.qk_channels 0: derived.
   num_classes            output classes.
   num_latents, num_latent_channels, num_blocks, num_self_attends_per_block,
@@ -47,6 +49,7 @@ from perceiver_jax import modalities
 from perceiver_jax.models import baselines
 from perceiver_jax.models import decoders
 from perceiver_jax.models import encoder as encoder_lib
+from perceiver_jax.models import flow as flow_lib
 from perceiver_jax.models import precision
 
 
@@ -105,6 +108,19 @@ def _sentence_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module
   )
 
 
+def _flow_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module:
+  """Optical flow: the inputs are the queries, flow [B, H, W, num_classes] / rescale_factor."""
+  del preprocessor
+  return flow_lib.FlowDecoder(
+    output_image_shape=modalities.flow.image_shape(cfg),
+    num_z_channels=cfg.num_latent_channels,
+    output_num_channels=cfg.num_classes,
+    rescale_factor=cfg.flow.rescale_factor,
+    num_heads=cfg.decoder.num_heads,
+    qk_channels=_or_none(cfg.decoder.qk_channels),
+  )
+
+
 # decoder.type -> builder `(cfg, preprocessor)` of a decoder with `decoder_query(...)` and
 # `(query, z, *, is_training, query_mask=None)`; the preprocessor is the modality's (built in
 # the same transform), for decoders that share its parameters.
@@ -113,6 +129,7 @@ DECODERS: dict[str, Callable[[ml_collections.ConfigDict, object], object]] = {
   "projection": _projection_decoder,
   "embedding": _embedding_decoder,
   "sentence": _sentence_decoder,
+  "flow": _flow_decoder,
 }
 
 
@@ -225,6 +242,8 @@ def _validate_perceiver(cfg: ml_collections.ConfigDict) -> None:
       _fail(cfg, "decoder.type", "ties its logits to the input embedding of modality 'text'")
     if cfg.num_classes != cfg.text.vocab_size:
       _fail(cfg, "num_classes", f"the embedding decoder's logits are the {cfg.text.vocab_size} ids")
+  if (cfg.decoder.type == "flow") != (cfg.modality == "flow"):
+    _fail(cfg, "decoder.type", "the 'flow' decoder and the 'flow' modality go together")
   if cfg.decoder.qk_channels % cfg.decoder.num_heads:
     _fail(cfg, "decoder.qk_channels", f"not divisible by decoder.num_heads={cfg.decoder.num_heads}")
   if cfg.cross_attend_placement not in encoder_lib.CROSS_ATTEND_PLACEMENTS:
@@ -293,9 +312,10 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
   """Returns `forward(inputs, *, is_training, subsampled_points=None) -> outputs`.
 
   `inputs` is what the modality's adapter takes: images [B, H, W, C], points [B, P, 3],
-  int32 byte ids [B, L] for 'text', or for 'audio_video' models a dict of arrays keyed by
-  modality. The outputs are the decoder's, in float32: logits [B, num_classes] for the
-  classification, projection and sentence decoders, [B, L, num_classes] for the embedding decoder.
+  int32 byte ids [B, L] for 'text', frame pairs [B, 2, H, W, 3] for 'flow', or for
+  'audio_video' models a dict of arrays keyed by modality. The outputs are the decoder's, in
+  float32: logits [B, num_classes] for the classification, projection and sentence decoders,
+  [B, L, num_classes] for the embedding decoder, flow [B, H, W, 2] for the flow decoder.
   `subsampled_points` ([O] flat output indices) goes to the decoder's query.
 
   Initialise with `is_training=True` (BatchNorm state needs it). Evaluation with

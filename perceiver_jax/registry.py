@@ -20,6 +20,12 @@ Language (UTF-8 byte ids, `modality='text'`, logits over the 262 byte ids per po
                         latents, 26 self-attends, embedding-tied output: 201,108,230 params.
   mlm_testing           the same layout at tiny widths, 64 bytes, for tests and runlocal.
 
+Optical flow (frame pairs [2, H, W, 3], `modality='flow'`, flow [H, W, 2] per pair):
+  optical_flow          the released flow model: 3x3 patches of both frames at 368 x 496,
+                        2,048 x 512 latents, 24 self-attends, the inputs as decoder queries:
+                        41,057,134 params.
+  flow_testing          the same layout at tiny widths on 32 x 48 frames, for tests and runlocal.
+
 Fashion-MNIST pixel models for the paper's Table 2 in miniature: each is fed the same 784
 pixels with 2-D Fourier features (8 bands over the 28x28 grid), optionally permuted:
   fmnist_perceiver_ff       the Perceiver on pixels (`fashion_mnist` with prep 'pixels').
@@ -306,4 +312,34 @@ def mlm_testing() -> ml_collections.ConfigDict:
   cfg.self_attend_v_channels = 48
   cfg.decoder.num_heads = 4
   cfg.decoder.qk_channels = 16
+  return cfg
+
+
+@register
+def optical_flow() -> ml_collections.ConfigDict:
+  """The released optical-flow model (module tree and shapes as released)."""
+  cfg = base_config("flow", num_classes=2)  # 2 output channels: (u, v) per pixel
+  cfg.num_latents = 2048
+  cfg.num_latent_channels = 512
+  cfg.num_blocks = 1
+  cfg.num_self_attends_per_block = 24
+  cfg.num_cross_attend_heads = 1
+  cfg.num_self_attend_heads = 16
+  cfg.decoder.type = "flow"
+  cfg.decoder.num_heads = 1
+  cfg.decoder.use_query_residual = False
+  return cfg
+
+
+@register
+def flow_testing() -> ml_collections.ConfigDict:
+  cfg = optical_flow()
+  cfg.input_shape = (2, 32, 48, 3)
+  cfg.flow.num_channels = 16
+  cfg.flow.fourier.num_bands = 8
+  cfg.flow.fourier.max_resolution = (32, 48)
+  cfg.num_latents = 16
+  cfg.num_latent_channels = 32
+  cfg.num_self_attends_per_block = 2
+  cfg.num_self_attend_heads = 4
   return cfg

@@ -25,6 +25,8 @@ GOLDEN_PARAM_COUNTS = {
   "fmnist_transformer_ff": 103_050,
   "language_perceiver_io": 201_108_230,  # the released byte model (test_text_model.py)
   "mlm_testing": 51_942,
+  "optical_flow": 41_057_134,  # the released flow model (test_flow_model.py)
+  "flow_testing": 35_902,
 }
 
 
@@ -158,6 +160,6 @@ def test_paper_imagenet_perceiver_counts():
 def test_unknown_variant_names_the_choices():
   with pytest.raises(
     ValueError,
-    match="unknown model variant 'nope'; known variants: fashion_mnist, fmnist_convnet_ff",
+    match="unknown model variant 'nope'; known variants: fashion_mnist, flow_testing, fmnist_",
   ):
     registry.get_model_config("nope")

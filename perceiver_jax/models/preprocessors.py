@@ -7,6 +7,8 @@
   * 'conv': 7x7 stride-2 conv to `num_channels`, BatchNorm, ReLU, 3x3 stride-2 max pool
     (224x224x3 -> 56x56x64 for `spatial_downsample=4`).
   * 'conv1x1': a 1x1 conv to `num_channels` with stride `spatial_downsample`.
+Optical flow (`FlowPreprocessor`): 3x3 patches of a frame pair (`flow_patches`), then
+'patches' with a `patches_linear`, as the release builds its flow input.
 Position encodings (Fourier or trainable, optionally projected) are then concatenated
 to (or added to) the features. With `permutation_seed` set, one fixed permutation of
 the input elements is applied after the position encodings are attached (the
@@ -161,6 +163,47 @@ class ImagePreprocessor(hk.Module):
       perm = fixed_permutation(inputs.shape[1], self._permutation_seed)
       inputs, inputs_without_pos = inputs[:, perm], inputs_without_pos[:, perm]
     return inputs, inputs_without_pos
+
+
+def flow_patches(frames: jax.Array) -> jax.Array:
+  """Each pixel's 3x3 neighbourhood in both frames: [B, 2, H, W, C] -> [B, H, W, 18 C].
+
+  The release's flow input: channels run (frame, row offset, column offset, channel), the
+  order of its per-frame 3x3 patch extraction followed by its frames-to-depth step; the
+  neighbourhood outside the image is zeros.
+  """
+  if frames.ndim != 5 or frames.shape[1] != 2:
+    raise ValueError(f"flow inputs must be a frame pair [B, 2, H, W, C], got shape {frames.shape}")
+  batch, _, height, width, channels = frames.shape
+  padded = jnp.pad(frames, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)))
+  shifted = [padded[:, :, dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)]
+  x = jnp.stack(shifted, axis=4)  # [B, 2, H, W, 9, C]
+  x = x.transpose(0, 2, 3, 1, 4, 5)  # [B, H, W, 2, 9, C]
+  return x.reshape(batch, height, width, 2 * 9 * channels)
+
+
+class FlowPreprocessor:
+  """Frame pairs [B, 2, H, W, C] -> [B, H W, num_channels + C_ff] (the release's flow input).
+
+  `flow_patches` (18 C values per pixel), then the `image_preprocessor`'s Linear
+  `patches_linear` to `num_channels` and 2-D Fourier features of the H x W pixel grid
+  (`fourier_kwargs`) concatenated after them. A plain class around an `ImagePreprocessor`,
+  so the parameters keep the release's path `image_preprocessor/patches_linear`.
+  """
+
+  def __init__(self, num_channels: int, fourier_kwargs: dict):
+    self.image = ImagePreprocessor(
+      prep_type="patches",
+      spatial_downsample=1,
+      num_channels=num_channels,
+      position_encoding_type="fourier",
+      fourier_kwargs=fourier_kwargs,
+      conv_after_patching=True,
+    )
+
+  def __call__(self, frames: jax.Array, *, is_training: bool) -> tuple[jax.Array, jax.Array]:
+    """Returns (inputs [B, H W, num_channels + C_ff], inputs_without_pos [B, H W, num_channels])."""
+    return self.image(flow_patches(frames), is_training=is_training)
 
 
 class PointCloudPreprocessor(hk.Module):
