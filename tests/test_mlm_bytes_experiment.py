@@ -6,6 +6,7 @@ import importlib.util
 import pathlib
 
 import numpy as np
+from absl import flags
 
 from configs import mlm
 from perceiver_jax import model
@@ -91,8 +92,10 @@ def test_neighbour_baseline_backs_off_from_both_neighbours_to_one_to_none():
 
 
 def test_scripts_import_next_to_modules_with_the_same_flags():
-  # The trainer's entry module defines --workdir, as analyze.py does when run as a script.
-  importlib.import_module("perceiver_jax.main")
+  # Other modules of a test process (e.g. perceiver_jax.main) define the scripts' flag names.
+  for flag in ("workdir", "data_dir", "out"):
+    if flag not in flags.FLAGS:
+      flags.DEFINE_string(flag, None, "as another module defines it")
   for name in ("analyze", "prepare_text"):
     spec = importlib.util.spec_from_file_location(f"again_{name}", EXPERIMENT / f"{name}.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
