@@ -85,17 +85,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model = registry.get_model_config("mlm_testing")
     common.tiny_language_run(config)
   if arg.mini:
-    config.variant = "mlm_testing"
-    config.model = registry.get_model_config("mlm_testing")
-    config.model.input_shape = (256,)
-    config.model.text.embed_dim = 128
-    config.model.num_latents = 64
-    for name in ("num_latent_channels", "cross_attend_v_channels", "self_attend_v_channels"):
-      config.model[name] = 128
-    config.model.num_self_attends_per_block = 4
-    config.model.cross_attend_qk_channels = 64
-    config.model.self_attend_qk_channels = 64
-    config.model.decoder.qk_channels = 64
+    config.variant = "mlm_mini"
+    config.model = registry.get_model_config("mlm_mini")
     config.data.docs_per_example = 2
     # Single bytes, not whole words: a model this small predicts bytes from their neighbours,
     # not words from their context (experiments/mlm_bytes/README.md).

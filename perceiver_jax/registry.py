@@ -316,6 +316,22 @@ def mlm_testing() -> ml_collections.ConfigDict:
 
 
 @register
+def mlm_mini() -> ml_collections.ConfigDict:
+  """The miniature byte model of `experiments/mlm_bytes/` and the `mlm-small` benchmark."""
+  cfg = mlm_testing()
+  cfg.input_shape = (256,)
+  cfg.text.embed_dim = 128
+  cfg.num_latents = 64
+  for name in ("num_latent_channels", "cross_attend_v_channels", "self_attend_v_channels"):
+    cfg[name] = 128
+  cfg.num_self_attends_per_block = 4
+  for name in ("cross_attend_qk_channels", "self_attend_qk_channels"):
+    cfg[name] = 64
+  cfg.decoder.qk_channels = 64
+  return cfg
+
+
+@register
 def optical_flow() -> ml_collections.ConfigDict:
   """The released optical-flow model (module tree and shapes as released)."""
   cfg = base_config("flow", num_classes=2)  # 2 output channels: (u, v) per pixel

@@ -25,6 +25,7 @@ GOLDEN_PARAM_COUNTS = {
   "fmnist_transformer_ff": 103_050,
   "language_perceiver_io": 201_108_230,  # the released byte model (test_text_model.py)
   "mlm_testing": 51_942,
+  "mlm_mini": 606_470,
   "optical_flow": 41_057_134,  # the released flow model (test_flow_model.py)
   "flow_testing": 35_902,
 }

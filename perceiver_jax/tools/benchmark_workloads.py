@@ -150,18 +150,8 @@ def scaling_transformer(side: int) -> ml_collections.ConfigDict:
 
 
 def mlm_small() -> ml_collections.ConfigDict:
-  """The byte model of `configs/mlm.py:mini` (the released layout at small widths)."""
-  cfg = registry.get_model_config("language_perceiver_io")
-  cfg.input_shape = (256,)
-  cfg.text.embed_dim = 128
-  cfg.num_latents = 64
-  for name in ("num_latent_channels", "cross_attend_v_channels", "self_attend_v_channels"):
-    cfg[name] = 128
-  cfg.num_self_attends_per_block = 4
-  for name in ("cross_attend_qk_channels", "self_attend_qk_channels"):
-    cfg[name] = 64
-  cfg.decoder.qk_channels = 64
-  return cfg
+  """The byte model of `configs/mlm.py:mini` (`registry.mlm_mini`)."""
+  return registry.get_model_config("mlm_mini")
 
 
 def masked_lm_batch(cfg: ml_collections.ConfigDict, batch_size: int, seed: int = 0):
