@@ -4,8 +4,6 @@ metrics of the model's outputs on every dev example counted once, on a dev split
 
 import json
 import os
-import subprocess
-import sys
 
 import main_runner
 import numpy as np
@@ -20,26 +18,14 @@ NUM_DEV = 7
 
 def _launch(data_dir, out, num_processes: int, devices_per_process: int) -> dict:
   """Runs the worker in `num_processes` processes; returns process 0's results."""
-  env = {
-    **os.environ,
-    "PYTHONPATH": str(main_runner.REPO_ROOT),
-    "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
-  }
-  port = test_multihost._free_port()
-  procs = [
-    subprocess.Popen(
-      [sys.executable, WORKER, str(data_dir), str(out), str(num_processes), str(i), str(port)],
-      cwd=main_runner.REPO_ROOT,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT,
-      text=True,
-    )
-    for i in range(num_processes)
-  ]
-  for p in procs:
-    output, _ = p.communicate(timeout=300)
-    assert p.returncode == 0, output[-3000:]
+  test_multihost.launch(
+    WORKER,
+    [data_dir, out],
+    num_processes,
+    devices_per_process,
+    extra_env={"PYTHONPATH": str(main_runner.REPO_ROOT)},
+    cwd=main_runner.REPO_ROOT,
+  )
   return json.loads(out.read_text())
 
 

@@ -17,24 +17,20 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _launch(data_dir, workdir, out, num_processes, devices_per_process):
+def launch(worker, args, num_processes, devices_per_process, *, extra_env=None, cwd=None):
+  """Runs `python worker *args num_processes index port` in `num_processes` local processes
+  that meet at 127.0.0.1:port, each with `devices_per_process` CPU devices; asserts that each
+  exits 0."""
   env = {
     **os.environ,
+    **(extra_env or {}),
     "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}",
   }
   port = _free_port()
   procs = [
     subprocess.Popen(
-      [
-        sys.executable,
-        WORKER,
-        data_dir,
-        str(workdir),
-        str(out),
-        str(num_processes),
-        str(i),
-        str(port),
-      ],
+      [sys.executable, worker, *map(str, args), str(num_processes), str(i), str(port)],
+      cwd=cwd,
       env=env,
       stdout=subprocess.PIPE,
       stderr=subprocess.STDOUT,
@@ -45,6 +41,10 @@ def _launch(data_dir, workdir, out, num_processes, devices_per_process):
   for p in procs:
     output, _ = p.communicate(timeout=300)
     assert p.returncode == 0, output[-3000:]
+
+
+def _launch(data_dir, workdir, out, num_processes, devices_per_process):
+  launch(WORKER, [data_dir, workdir, out], num_processes, devices_per_process)
 
 
 def test_two_processes_equal_one_process(data_dir, tmp_path):
