@@ -71,6 +71,7 @@ def _classification_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.
     num_heads=cfg.decoder.num_heads,
     qk_channels=_or_none(cfg.decoder.qk_channels),
     use_query_residual=cfg.decoder.use_query_residual,
+    zero_init_output=cfg.flow.zero_init_output,
     trainable_kwargs={"init_scale": cfg.decoder.query_init_scale},
   )
 
@@ -104,18 +105,22 @@ def _sentence_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module
     num_heads=cfg.decoder.num_heads,
     qk_channels=_or_none(cfg.decoder.qk_channels),
     use_query_residual=cfg.decoder.use_query_residual,
+    zero_init_output=cfg.flow.zero_init_output,
     query_init_scale=cfg.decoder.query_init_scale,
   )
 
 
 def _flow_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module:
-  """Optical flow: the inputs are the queries, flow [B, H, W, num_classes] / rescale_factor."""
+  """Optical flow: the inputs are the queries; flow in pixels [B, H, W, num_classes]."""
   del preprocessor
   return flow_lib.FlowDecoder(
     output_image_shape=modalities.flow.image_shape(cfg),
     num_z_channels=cfg.num_latent_channels,
     output_num_channels=cfg.num_classes,
     rescale_factor=cfg.flow.rescale_factor,
+    output_scale=cfg.flow.output_scale,
+    use_query_residual=cfg.decoder.use_query_residual,
+    zero_init_output=cfg.flow.zero_init_output,
     num_heads=cfg.decoder.num_heads,
     qk_channels=_or_none(cfg.decoder.qk_channels),
   )

@@ -57,6 +57,16 @@ def _read_orbax(path: str) -> tuple[Mapping, Mapping]:
   return params, state
 
 
+def read_weights(path: str) -> tuple[Mapping, Mapping]:
+  """`(params, state)` of an official-format pickle, a `Checkpointer` directory (its newest
+  step), one of its step directories, or a training workdir (its `checkpoints/`)."""
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = os.path.join(path, "checkpoints")
+  if os.path.isdir(path):
+    return _read_orbax(path)
+  return official_format.load_official_pickle(path)
+
+
 def _under(module: str, prefix: str) -> bool:
   """True if `module` is `prefix` or lies below it, comparing whole path components."""
   return module == prefix or module.startswith(prefix.rstrip("/") + "/")
@@ -127,10 +137,7 @@ def load_pretrained(
       )
     unused_heads = [p for p in PRETRAINING_HEADS if not any(_under(m, p) for m in modules)]
     exclude = (*exclude, *heads, *unused_heads)
-  if os.path.isdir(path):
-    params, state = _read_orbax(path)
-  else:
-    params, state = official_format.load_official_pickle(path)
+  params, state = read_weights(path)
 
   def excluded(module: str) -> bool:
     return any(_under(module, p) for p in exclude)

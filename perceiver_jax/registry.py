@@ -25,6 +25,8 @@ Optical flow (frame pairs [2, H, W, 3], `modality='flow'`, flow [H, W, 2] per pa
                         2,048 x 512 latents, 24 self-attends, the inputs as decoder queries:
                         41,057,134 params.
   flow_testing          the same layout at tiny widths on 32 x 48 frames, for tests and runlocal.
+  flow_mini             the same layout, small, on 32 x 48 frames, with a query residual in
+                        the decoder: the CPU miniature of experiments/flow/.
 
 Fashion-MNIST pixel models for the paper's Table 2 in miniature: each is fed the same 784
 pixels with 2-D Fourier features (8 bands over the 28x28 grid), optionally permuted:
@@ -358,4 +360,23 @@ def flow_testing() -> ml_collections.ConfigDict:
   cfg.num_latent_channels = 32
   cfg.num_self_attends_per_block = 2
   cfg.num_self_attend_heads = 4
+  return cfg
+
+
+@register
+def flow_mini() -> ml_collections.ConfigDict:
+  cfg = optical_flow()
+  cfg.input_shape = (2, 32, 48, 3)
+  cfg.flow.num_channels = 32
+  cfg.flow.fourier.num_bands = 16
+  cfg.flow.fourier.max_resolution = (32, 48)
+  cfg.num_latents = 128
+  cfg.num_latent_channels = 128
+  cfg.num_self_attends_per_block = 4
+  cfg.num_self_attend_heads = 4
+  # Unlike the release, each pixel's output also sees its own inputs, and the output Linear
+  # starts random: with the release's decoder the miniature stayed at zero flow
+  # (experiments/flow/README.md).
+  cfg.decoder.use_query_residual = True
+  cfg.flow.zero_init_output = False
   return cfg

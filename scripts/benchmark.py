@@ -19,9 +19,20 @@ Workloads (`perceiver_jax/tools/benchmark_workloads.py` defines their shapes):
   mlm-small                   the masked-language-modelling step of the miniature byte model
                               (`configs/mlm.py:mini` sizes: 256 bytes, 64 x 128 latents),
                               batch 8.
+  flow-train                  the optical-flow training step (end-point error) of the miniature
+                              flow model (`registry.flow_mini`: 32 x 48 frame pairs, 128 x 128
+                              latents) on generated pairs, batch 16.
+  flow-tiled                  tiled inference of Sintel-sized pairs (436 x 1024, 6 tiles of
+                              368 x 496) through the released flow model and a small one,
+                              pairs/s at tile batch sizes 1 and 2 on a CPU, 1 and 6 on an
+                              accelerator (--tile_batch_sizes, --tiled_models; --steps: timed
+                              pairs after one warm-up pair, by default 1 on a CPU, where a
+                              released tile is 1.9 TFLOP, and 5 on an accelerator; not part of
+                              `all` on a CPU).
   imagenet-memory             forward + backward of the full ImageNet Perceiver at batch 2 in
                               plain, chunked and chunked + remat modes (not part of `all`).
-  all                         every workload above except imagenet-memory.
+  all                         every workload above except imagenet-memory (on a CPU also
+                              without paper-models and flow-tiled).
 
 Every model case runs in a fresh process (so that its peak RSS is its own) and reports,
 after warm-up, the median over `--steps` steps of: the training step (forward, backward,
@@ -47,6 +58,7 @@ from absl import flags
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from perceiver_jax.tools import benchmark_suite  # noqa: E402
+from perceiver_jax.tools import benchmark_workloads  # noqa: E402
 
 _WORKLOAD = flags.DEFINE_enum(
   "workload", "all", [*benchmark_suite.WORKLOADS, "all"], "What to measure."
@@ -67,6 +79,13 @@ _NUM_IMAGES = flags.DEFINE_integer("num_images", 256, "imagenet-input: synthetic
 _INPUT_BATCH = flags.DEFINE_integer("input_batch_size", 32, "imagenet-input: batch size.")
 _INPUT_STEPS = flags.DEFINE_integer("input_steps", 16, "imagenet-input: timed batches.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 0, "imagenet-input: grain worker processes.")
+# flow-tiled
+_TILED_MODELS = flags.DEFINE_list(
+  "tiled_models", list(benchmark_workloads.TILED_MODELS), "flow-tiled: small, released."
+)
+_TILE_BATCH_SIZES = flags.DEFINE_list(
+  "tile_batch_sizes", [], "flow-tiled: tiles per model call; empty: 1,2 on a CPU, else 1,6."
+)
 
 
 def main(argv):
@@ -87,6 +106,8 @@ def main(argv):
       input_batch_size=_INPUT_BATCH.value,
       input_steps=_INPUT_STEPS.value,
       num_workers=_NUM_WORKERS.value,
+      tiled_models=tuple(_TILED_MODELS.value),
+      tile_batch_sizes=tuple(int(size) for size in _TILE_BATCH_SIZES.value),
       command="python scripts/benchmark.py " + " ".join(sys.argv[1:]),
     )
   except ValueError as e:

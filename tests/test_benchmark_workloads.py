@@ -1,12 +1,18 @@
-"""The benchmark workloads are the specified models (parameter counts from first principles)."""
+"""The benchmark workloads are the specified models (parameter counts from first principles),
+and the flow workloads' batches and tiled measurement."""
 
 import numpy as np
 import pytest
 
 from perceiver_jax import model
+from perceiver_jax import registry
 from perceiver_jax.data import bytes_tokenizer
+from perceiver_jax.data import flow_procedural
+from perceiver_jax.tools import benchmark_suite
 from perceiver_jax.tools import benchmark_workloads as workloads
+from perceiver_jax.tools import benchmarking
 from perceiver_jax.tools import flops
+from perceiver_jax.tools import flow_tiles
 
 
 def _linear(n_in, n_out):
@@ -105,3 +111,129 @@ def test_masked_lm_batch_masks_words_of_full_sequences():
   assert 0.6 < np.mean(inputs[weights == 1] == bytes_tokenizer.MASK) < 0.95
   again = workloads.masked_lm_batch(workloads.mlm_small(), 8)[0]
   assert np.array_equal(np.asarray(again), inputs)  # the same batch in every run
+
+
+def test_flow_train_is_the_flow_mini_training_step():
+  (case,) = workloads.cases("flow-train")
+  assert (case.batch_size, case.task) == (16, "flow")
+  assert case.model.to_dict() == registry.get_model_config("flow_mini").to_dict()
+  assert flops.num_inputs(case.model) == 32 * 48
+  assert model.input_channels(case.model) == 32 + 2 * 2 * 16 + 2  # patches + Fourier features
+
+
+def test_flow_batch_is_generated_pairs_with_their_flow():
+  cfg = workloads.flow_mini()
+  inputs, labels = workloads.flow_batch(cfg, 3, seed=5)
+  inputs, flow, valid = (np.asarray(x) for x in (inputs, labels["flow"], labels["valid"]))
+  assert inputs.shape == (3, 2, 32, 48, 3) and inputs.dtype == np.float32
+  assert flow.shape == (3, 32, 48, 2) and valid.shape == (3, 32, 48)
+  assert flow.dtype == valid.dtype == np.float32 and np.all(valid == 1)
+  # The pairs of make_pair from a generator of the seed, in order, frames as x / 127.5 - 1.
+  rng = np.random.default_rng(5)
+  scene = flow_procedural.scene_config(flow_procedural.default_config())
+  first, second = (flow_procedural.make_pair(rng, (32, 48), scene) for _ in range(2))
+  np.testing.assert_array_equal(inputs[1, 1], second["frame2"] / np.float32(127.5) - 1)
+  np.testing.assert_array_equal(inputs[0, 0], first["frame1"] / np.float32(127.5) - 1)
+  np.testing.assert_array_equal(flow[1], second["flow"])
+  assert inputs.min() >= -1 and inputs.max() <= 1 and np.abs(flow).max() > 0.5
+  again = np.asarray(workloads.flow_batch(cfg, 3, seed=5)[0])
+  assert np.array_equal(again, inputs)
+
+
+def test_flow_flops_agree_with_xla():
+  """flow_mini: the decoder's per-pixel cross-attend is half the count; XLA adds 2%."""
+  cfg = workloads.flow_mini()
+  analytic, xla = flops.forward_flops(cfg), flops.xla_forward_flops(cfg)
+  assert 0.96 * xla <= analytic <= xla
+
+
+def test_released_flow_flops_from_first_principles():
+  """M = 182,528 pixels of C = 64 + 258 channels, N = 2,048 latents of D = 512: multiply-adds
+  of the preprocessor's Linear, the encoder's cross-attend (qk = v = C), 24 self-attends
+  (qk = v = D, widening 1), and the decoder's cross-attend (M queries of width C, qk = v = D)
+  with its output Linear C -> 2."""
+  m, c, n, d = 368 * 496, 322, 2048, 512
+  preprocess = m * 54 * 64
+  cross = n * d * c + m * c * 2 * c + n * c * d + n * m * 2 * c + 2 * n * d * d
+  latent = n * d * 3 * d + n * n * 2 * d + n * d * d + 2 * n * d * d
+  decoder = m * c * d + n * d * 2 * d + m * d * c + m * n * 2 * d + 2 * m * c * c + m * c * 2
+  expected = 2 * (preprocess + cross + 24 * latent + decoder)
+  assert flops.forward_flops(registry.get_model_config("optical_flow")) == expected
+  assert expected == pytest.approx(1.887e12, rel=1e-3)
+
+
+def test_flow_tiled_cases():
+  small = workloads.tiled_case("small", 6)
+  assert small.label == "small batch 6" and small.batch_size == 6
+  assert tuple(small.model.input_shape) == (2, 368, 496, 3)
+  assert tuple(small.model.flow.fourier.max_resolution) == (368, 496)
+  mini = workloads.flow_mini()
+  for field in ("num_latents", "num_latent_channels", "num_self_attends_per_block"):
+    assert small.model[field] == mini[field]
+  assert model.input_channels(small.model) == model.input_channels(mini) == 98
+  released = workloads.tiled_case("released", 1).model
+  assert released.to_dict() == registry.get_model_config("optical_flow").to_dict()
+  assert model.count_params(model.param_shapes(released)[0]) > 41e6
+  # Sintel's frames: 2 x 3 tiles of the release's size.
+  assert len(flow_tiles.tile_origins(small.frame_size, workloads.FLOW_TILE, small.overlap)) == 6
+  with pytest.raises(ValueError, match="flow-tiled model 'huge'"):
+    workloads.tiled_case("huge", 1)
+  with pytest.raises(ValueError, match="batch_size=0"):
+    workloads.tiled_case("small", 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_tiled_result():
+  """The small model at a 16 x 24 tile on 28 x 60 frames: 2 x 3 tiles, 4 per call."""
+  case = workloads.tiled_case("small", 4, tile=(16, 24), frame_size=(28, 60), overlap=4)
+  return benchmark_suite.measure_tiled(case, dtype="float32", pairs=2, warmup=1)
+
+
+def test_measure_tiled_times_whole_pairs(tiny_tiled_result):
+  r = tiny_tiled_result
+  assert r["num_tiles"] == 6 and r["flow_shape"] == [28, 60, 2] and r["finite"]
+  assert r["tile"] == [16, 24] and r["frame_size"] == [28, 60] and r["batch_size"] == 4
+  assert len(r["pair_s_runs"]) == 2 and r["pair_s"] == pytest.approx(np.median(r["pair_s_runs"]))
+  assert r["pairs_per_s"] == pytest.approx(1 / r["pair_s"])
+  assert r["tiles_per_s"] == pytest.approx(6 / r["pair_s"])
+  cfg = workloads.flow_small_tiled((16, 24))
+  assert r["flops_per_pair"] == 6 * flops.forward_flops(cfg)  # the 2 padding tiles not counted
+  assert r["num_params"] == model.count_params(model.param_shapes(cfg)[0])
+  assert r["first_pair_s"] > 0 and r["compile_s"] > 0 and r["xla_call_bytes"] > 0
+  lines = benchmark_suite.tiled_table([{**r, "mfu": 0.125}])
+  assert len(lines) == 3 and lines[2].startswith("| small batch 4 | float32 |")
+  assert "| 6 of 16 x 24 |" in lines[2] and "| 12.5% |" in lines[2]
+
+
+def test_measure_tiled_runs_the_released_model():
+  """The released model's case at a tiny tile, with 2 of its 24 self-attends (each is 15
+  GFLOP a tile, whatever the tile: 2,048 latents of 512 channels)."""
+  case = workloads.tiled_case("released", 2, tile=(8, 8), frame_size=(8, 12), overlap=2)
+  case.model.num_self_attends_per_block = 2
+  r = benchmark_suite.measure_tiled(case, dtype="float32", pairs=1, warmup=0)
+  assert r["num_tiles"] == 2 and r["flow_shape"] == [8, 12, 2] and r["finite"]
+  assert r["num_params"] == model.count_params(model.param_shapes(case.model)[0])
+  assert r["first_pair_s"] is None
+
+
+def test_suite_options_check_flow_tiled_flags():
+  assert "flow-tiled" in benchmark_suite.WORKLOADS
+  assert "flow-train" in workloads.MODEL_WORKLOADS
+  with pytest.raises(ValueError, match="--tiled_models has 'huge'"):
+    benchmark_suite.Options(workload="flow-tiled", tiled_models=("huge",))
+  with pytest.raises(ValueError, match="--tile_batch_sizes has 0"):
+    benchmark_suite.Options(workload="flow-tiled", tile_batch_sizes=(1, 0))
+
+
+def test_measure_times_a_flow_training_step():
+  """The initialised model predicts zero flow (its output layer starts at zero), so the loss
+  of the first step is the mean length of the batch's true flow."""
+  cfg = registry.get_model_config("flow_testing")
+  case = workloads.Case("test", "flow", cfg, 2, task="flow")
+  result = benchmarking.measure(case, dtype="float32", steps=1, warmup=0)
+  true = np.asarray(workloads.flow_batch(cfg, 2)[1]["flow"])
+  assert result["num_inputs"] == 32 * 48 and result["inference_s"] > 0
+  assert result["train_flops_per_example"] == 3 * result["forward_flops_per_example"]
+  # `measure` reports the loss of the step after the timed one: one LAMB step at 1e-3 moved
+  # it by 0.2%.
+  assert result["loss"] == pytest.approx(np.linalg.norm(true, axis=-1).mean(), rel=0.01)

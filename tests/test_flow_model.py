@@ -125,7 +125,7 @@ def test_flow_patches_match_a_direct_loop():
     preprocessors.flow_patches(np.zeros((1, 3, 4, 5, 3), np.float32))
 
 
-def test_tiny_forward_is_zero_at_init_and_scaled_by_the_rescale_factor():
+def test_tiny_forward_is_zero_at_init_and_scaled_by_rescale_and_output_scale():
   cfg = registry.get_model_config("flow_testing")
   forward, params, state = _init(cfg)
   frames = _frames(2, 32, 48)
@@ -133,7 +133,7 @@ def test_tiny_forward_is_zero_at_init_and_scaled_by_the_rescale_factor():
   assert flow.shape == (2, 32, 48, 2) and flow.dtype == np.float32
   np.testing.assert_array_equal(flow, 0.0)  # zero-initialised output projection
   # With a non-zero output projection the flow differs per pixel and per pair, and is the
-  # decoder's output divided by the rescale factor.
+  # decoder's output divided by the rescale factor and multiplied by the output scale.
   p2 = jax.tree.map(lambda x: x, params)
   out = "flow_decoder/~/basic_decoder/output"
   p2[out] = {
@@ -146,6 +146,9 @@ def test_tiny_forward_is_zero_at_init_and_scaled_by_the_rescale_factor():
   cfg.flow.rescale_factor = 50.0
   doubled, _ = model.build_model(cfg).apply(p2, state, None, frames, is_training=False)
   np.testing.assert_allclose(doubled, 2 * flow, rtol=1e-5, atol=1e-7)
+  cfg.flow.output_scale = 60.0  # 3x the released 20
+  tripled, _ = model.build_model(cfg).apply(p2, state, None, frames, is_training=False)
+  np.testing.assert_allclose(tripled, 6 * flow, rtol=1e-5, atol=1e-7)
 
 
 def test_flow_decoder_and_modality_go_together():
@@ -164,6 +167,10 @@ def test_flow_decoder_and_modality_go_together():
   cfg = registry.get_model_config("flow_testing")
   cfg.flow.rescale_factor = 0.0
   with pytest.raises(ValueError, match="config.model.flow.rescale_factor=0.0"):
+    model.validate_model_config(cfg)
+  cfg = registry.get_model_config("flow_testing")
+  cfg.flow.output_scale = -1.0
+  with pytest.raises(ValueError, match="config.model.flow.output_scale=-1.0"):
     model.validate_model_config(cfg)
 
 
@@ -209,3 +216,24 @@ def test_config_builds_the_release_model_with_the_paper_recipe():
   local = flow_config.get_config("runlocal")
   assert local.variant == "flow_testing" and local.model.input_shape == (2, 32, 48, 3)
   assert model.count_params(model.param_shapes(local.model)[0]) > 0
+
+
+def test_query_residual_adds_each_pixels_inputs_to_what_it_reads_from_the_latents():
+  """`decoder.use_query_residual` (off in the release) keeps the parameter tree and changes the
+  output by the queries themselves, added to the decoder's attention output."""
+  cfg = registry.get_model_config("flow_testing")
+  forward, params, state = _init(cfg)
+  out = "flow_decoder/~/basic_decoder/output"
+  params[out] = {
+    "w": jax.random.normal(jax.random.PRNGKey(2), params[out]["w"].shape),
+    "b": params[out]["b"],
+  }
+  frames = _frames(1, 32, 48)
+  plain, _ = forward.apply(params, state, None, frames, is_training=False)
+  cfg.decoder.use_query_residual = True
+  residual_forward = model.build_model(cfg)
+  residual_params, _ = residual_forward.init(jax.random.PRNGKey(0), frames, is_training=False)
+  assert jax.tree.map(np.shape, residual_params) == jax.tree.map(np.shape, params)
+  with_residual, _ = residual_forward.apply(params, state, None, frames, is_training=False)
+  assert with_residual.shape == plain.shape
+  assert np.abs(np.asarray(with_residual) - np.asarray(plain)).mean() > 1e-3

@@ -8,6 +8,9 @@ Batches are numpy dicts with exactly these keys:
             or, for masked language modelling (inputs int32 byte ids [*prefix, L]), a dict
             {"ids": int32 [*prefix, L] original ids, "weights": float32 [*prefix, L] 1 at the
             positions to predict, else 0};
+            or, for optical flow (inputs frame pairs [*prefix, 2, H, W, 3]), a dict {"flow":
+            float32 [*prefix, H, W, 2], "valid": float32 [*prefix, H, W]} (evaluation adds
+            "tile", see perceiver_jax/tasks/flow.py);
   "mask"    (evaluation only) float32 [*prefix], 1 for a real example, 0 for padding.
 prefix = (local_devices, per_device) is this process's share of the global batch. With
 `facts.eval_windows = W > 0` evaluation inputs carry a window axis, [*prefix, W, ...].
@@ -246,6 +249,9 @@ def check_example(example: Batch, facts: ModelFacts, dataset: str, *, windows: i
   got = _shapes(example["inputs"])
   if got != expected:
     raise ValueError(f"{dataset} gives inputs of shape {got}, the model takes {expected}")
+  if isinstance(example["labels"], dict) and "flow" in example["labels"]:  # optical flow
+    _check_flow_labels(example["labels"], expected, dataset)
+    return
   if isinstance(example["labels"], dict):  # per-position labels of a sequence model
     want = {"ids": expected, "weights": expected}
     if _shapes(example["labels"]) != want:
@@ -258,6 +264,14 @@ def check_example(example: Batch, facts: ModelFacts, dataset: str, *, windows: i
     raise ValueError(
       f"{dataset} gives labels of shape {labels} for a model of {facts.num_classes} classes"
     )
+
+
+def _check_flow_labels(labels: dict, inputs: tuple, dataset: str) -> None:
+  """Flow labels of a frame-pair batch [1, 2, H, W, C]: flow [1, H, W, 2], valid [1, H, W]."""
+  height, width = inputs[2:4]
+  want = {"flow": (1, height, width, 2), "valid": (1, height, width)}
+  if _shapes(labels) != want:
+    raise ValueError(f"{dataset} gives labels of shapes {_shapes(labels)}, the model needs {want}")
 
 
 def _shapes(tree):

@@ -38,7 +38,16 @@ def _module_maker(name: str):
 
 _MAKERS = {
   name: _module_maker(name)
-  for name in ("fashion_mnist", "modelnet40", "imagenet", "audioset", "text", "text_tfds", "glue")
+  for name in (
+    "fashion_mnist",
+    "modelnet40",
+    "imagenet",
+    "audioset",
+    "text",
+    "text_tfds",
+    "glue",
+    "flow",
+  )
 }
 DATASETS = tuple(_MAKERS)
 

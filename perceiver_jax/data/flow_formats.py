@@ -265,3 +265,13 @@ def read_frame(path: str) -> np.ndarray:
       return np.asarray(image.convert("RGB"), np.uint8)
   except (OSError, SyntaxError) as e:  # Pillow's errors for unreadable files
     raise ValueError(f"{path}: unreadable frame ({e})") from None
+
+
+def frame_size(path: str) -> tuple[int, int]:
+  """(height, width) of a frame file, from its header (nothing decoded)."""
+  try:
+    with Image.open(path) as image:
+      width, height = image.size
+  except (OSError, SyntaxError) as e:
+    raise ValueError(f"{path}: unreadable frame ({e})") from None
+  return height, width

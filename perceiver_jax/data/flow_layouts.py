@@ -17,7 +17,8 @@ KITTI 2015 (`kitti_samples`):
   ROOT/testing/image_2/...                                  no flow
 A folder of pairs (`pair_folder_samples`), this project's convention for users' data:
   ROOT/NAME_1.EXT, ROOT/NAME_2.EXT (EXT one of png, ppm, jpg, jpeg, the same for both),
-  optionally ROOT/NAME.flo (Middlebury) or ROOT/NAME_flow.png (KITTI encoding).
+  optionally ROOT/NAME.flo (Middlebury) or ROOT/NAME_flow.png (KITTI encoding), and with
+  either, ROOT/NAME_backward.flo, the flow from frame 2 to frame 1 (for reversed pairs).
 AutoFlow (`autoflow_samples`): its release documents no on-disk layout. Its archives
   (`static_40k_png_{1..4}_of_4`) are read by public loaders as one folder per pair holding
   two PNG frames and one `.flo`; this function reads that, unverified against the archives.
@@ -41,17 +42,21 @@ FRAME_EXTENSIONS = ("png", "ppm", "jpg", "jpeg")
 
 
 class FlowSample(NamedTuple):
-  """One pair: frame paths, flow path (None without ground truth), valid-mask source."""
+  """One pair: frame paths, flow path (None without ground truth), valid-mask source, and
+  the backward flow (frame 2 to frame 1, `.flo`) where the dataset has it."""
 
   frame1: str
   frame2: str
   flow: str | None
   valid: str
+  flow_backward: str | None = None
 
 
 def load_sample(sample: FlowSample) -> dict[str, np.ndarray]:
   """frame1, frame2 uint8 [H, W, 3]; with ground truth also flow float32 [H, W, 2], valid bool
-  [H, W]. Frames of different sizes, or flow of another size, are refused."""
+  [H, W], and flow_backward float32 [H, W, 2] with valid_backward bool [H, W] where the sample
+  has backward flow. Frames of different
+  sizes, or flow of another size, are refused."""
   frame1, frame2 = flow_formats.read_frame(sample.frame1), flow_formats.read_frame(sample.frame2)
   if frame1.shape != frame2.shape:
     raise ValueError(f"{sample.frame2}: frame of {frame2.shape}, frame 1 is {frame1.shape}")
@@ -68,7 +73,17 @@ def load_sample(sample: FlowSample) -> dict[str, np.ndarray]:
     raise ValueError(f"{sample.flow}: unknown valid-mask source {sample.valid!r}")
   if flow.shape[:2] != frame1.shape[:2]:
     raise ValueError(f"{sample.flow}: flow of {flow.shape[:2]}, frames are {frame1.shape[:2]}")
-  return {**out, "flow": flow, "valid": valid}
+  out = {**out, "flow": flow, "valid": valid}
+  if sample.flow_backward is not None:
+    backward = flow_formats.read_flo(sample.flow_backward)
+    if backward.shape[:2] != frame1.shape[:2]:
+      raise ValueError(
+        f"{sample.flow_backward}: flow of {backward.shape[:2]}, frames are {frame1.shape[:2]}"
+      )
+    known = flow_formats.flo_valid(backward)
+    out["flow_backward"] = np.where(known[..., None], backward, 0.0).astype(np.float32)
+    out["valid_backward"] = known
+  return out
 
 
 def _listdir(path: str, what: str) -> list[str]:
@@ -185,7 +200,9 @@ def pair_folder_samples(root: str) -> list[FlowSample]:
     flow, valid = (flo, VALID_DENSE) if os.path.isfile(flo) else (None, VALID_NONE)
     if os.path.isfile(png):
       flow, valid = png, VALID_KITTI
-    samples.append(FlowSample(os.path.join(root, name), frame2, flow, valid))
+    backward = os.path.join(root, f"{stem}_backward.flo")
+    backward = backward if flow is not None and os.path.isfile(backward) else None
+    samples.append(FlowSample(os.path.join(root, name), frame2, flow, valid, backward))
   if not samples:
     raise ValueError(f"{root}: no NAME_1.EXT / NAME_2.EXT pairs ({', '.join(FRAME_EXTENSIONS)})")
   return samples

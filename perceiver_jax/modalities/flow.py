@@ -9,7 +9,9 @@ for the released model, one input element per pixel of the first frame.
 Its fields of `config.model` (`default_config`): `input_shape` (2, H, W, C), the frame pair
 without the batch axis, and the section `flow`: `num_channels`, `fourier.*` and
 `rescale_factor`, what the flow decoder (`models.flow.FlowDecoder`, decoder.type 'flow')
-divides its output by (100 released).
+divides its output projection by (100 released), and `output_scale`, what it then multiplies
+by (20: the release's colab multiplies the model's output by 20), so that the model's outputs
+are flow in pixels everywhere in this project (training targets, metrics, the CLI).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ def default_config() -> ml_collections.ConfigDict:
         # max_resolution () means "the pixel grid of the frames".
         fourier=dict(num_bands=64, max_resolution=(368, 496), concat_pos=True, sine_only=False),
         rescale_factor=100.0,
+        output_scale=20.0,  # pixels per unit of the released model's output
+        # The output Linear starts at zero (the release: an untrained model predicts no flow);
+        # False: Haiku's default initialisation.
+        zero_init_output=True,
       ),
     )
   )
@@ -78,6 +84,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     )
   if not cfg.flow.rescale_factor > 0:
     fail("flow.rescale_factor", cfg.flow.rescale_factor, "must be positive")
+  if not cfg.flow.output_scale > 0:
+    fail("flow.output_scale", cfg.flow.output_scale, "must be positive")
 
 
 def dummy_inputs(cfg: ml_collections.ConfigDict, batch_size: int = 1) -> jax.Array:

@@ -1,10 +1,14 @@
 """The optical-flow decoder: one query per input pixel, the preprocessed inputs themselves.
 
 `FlowDecoder` (module `flow_decoder`) owns a `BasicDecoder` (`flow_decoder/~/basic_decoder`):
-the encoder's inputs [B, H W, C] cross-attend to the latents (no query residual), an output
-Linear (zero-initialised in the release, so an untrained model predicts zero flow) gives 2
-channels per pixel, divided by `rescale_factor` (100 in the release) and laid out as the
-image grid [B, H, W, 2].
+the encoder's inputs [B, H W, C] cross-attend to the latents (no query residual in the
+release; `use_query_residual` adds the queries back, giving each pixel's output its own
+inputs besides what it reads from the latents), an output
+Linear (zero-initialised in the release, so an untrained model predicts zero flow;
+`zero_init_output=False` gives it Haiku's default initialisation) gives 2
+channels per pixel, divided by `rescale_factor` (100 in the release), multiplied by
+`output_scale` (20: the factor the release's colab applies to the model's output) and laid out
+as the image grid [B, H, W, 2]: flow in pixels.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ class FlowDecoder(hk.Module):
     num_z_channels: int,
     output_num_channels: int = 2,
     rescale_factor: float = 100.0,
+    output_scale: float = 20.0,
     num_heads: int = 1,
     qk_channels: int | None = None,
+    use_query_residual: bool = False,
+    zero_init_output: bool = True,
     name: str = "flow_decoder",
   ):
     super().__init__(name=name)
@@ -39,7 +46,10 @@ class FlowDecoder(hk.Module):
     if not rescale_factor > 0:
       raise ValueError(f"rescale_factor must be positive, got {rescale_factor}")
     self._image_shape = tuple(output_image_shape)
+    if not output_scale > 0:
+      raise ValueError(f"output_scale must be positive, got {output_scale}")
     self._rescale_factor = rescale_factor
+    self._output_scale = output_scale
     # The query positions are never built (the queries are the inputs): 'fourier' keeps the
     # BasicDecoder free of a trainable query array.
     self.decoder = decoders.BasicDecoder(
@@ -49,8 +59,8 @@ class FlowDecoder(hk.Module):
       num_z_channels=num_z_channels,
       num_heads=num_heads,
       qk_channels=qk_channels,
-      use_query_residual=False,
-      output_w_init=hk.initializers.Constant(0.0),
+      use_query_residual=use_query_residual,
+      output_w_init=hk.initializers.Constant(0.0) if zero_init_output else None,
     )
 
   def decoder_query(
@@ -81,5 +91,5 @@ class FlowDecoder(hk.Module):
         f"the flow decoder expects {height}x{width}={height * width} queries, got {query.shape[1]}"
       )
     preds = self.decoder(query, z, is_training=is_training, query_mask=query_mask)
-    preds = preds / self._rescale_factor
+    preds = preds / self._rescale_factor * self._output_scale
     return preds.reshape(preds.shape[0], height, width, preds.shape[-1])

@@ -11,6 +11,7 @@ import ml_collections
 
 from perceiver_jax.tasks import base
 from perceiver_jax.tasks import classification
+from perceiver_jax.tasks import flow
 from perceiver_jax.tasks import glue
 from perceiver_jax.tasks import masked_lm
 from perceiver_jax.tasks import multi_label
@@ -26,6 +27,7 @@ TASKS: dict[str, type[Task]] = {
     multi_label.MultiLabel,
     masked_lm.MaskedLM,
     glue.Glue,
+    flow.Flow,
   )
 }
 

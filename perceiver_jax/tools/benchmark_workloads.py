@@ -22,6 +22,24 @@ mlm-small        the masked-language-model training step of a small byte model i
                  self-attends (8 heads, qk 64), 256 byte queries cross-attending to the
                  latents (8 heads, qk 64), logits through the transposed embedding (262
                  ids); batch 8 of masked byte ids with weights (task `masked_lm`).
+flow-train       the optical-flow training step of the miniature flow model
+                 (`registry.flow_mini`, the model of experiments/flow/): frame pairs
+                 2 x 32 x 48 x 3, each pixel's 3x3 neighbourhood in both frames through a
+                 Linear to 32 channels plus 16-band Fourier features (98 channels, 1,536
+                 inputs), latents 128 x 128, 4 self-attends (4 heads), every pixel's input
+                 cross-attending to the latents for its flow; batch 16 of generated pairs
+                 (`flow_batch`) with their exact flow (task `flow`: end-point error).
+flow-tiled       tiled inference (`tools.flow_inference`): frame pairs of MPI-Sintel's size,
+                 436 x 1024, cut into 6 tiles of the released model's 368 x 496 overlapping
+                 by at least 20 pixels, the tiles through the model `batch_size` at a time
+                 (`TiledCase`); the released model (`registry.optical_flow`, 41M parameters)
+                 and a small one with flow_mini's widths at the same tile. The released
+                 model's cross-attends hold [batch, 182,528, 2,048] float32 logits (1.4 GiB
+                 per tile) in the encoder and again in the decoder: XLA's CPU buffers for
+                 one call are 3.4, 9.5 and 28.6 GiB at 1, 2 and 6 tiles (chunking the
+                 encoder's keys saves 10%; the decoder's keys are the 2,048 latents), so
+                 on a CPU the tile batch sizes are 1 and 2, on an accelerator 1 and 6 (a
+                 whole Sintel pair per call): `TILE_BATCH_SIZES`.
 imagenet-memory  forward + backward of a registry variant (the full ImageNet Perceiver by
                  default) in plain, chunked and chunked + remat modes (`MEMORY_MODES`).
 """
@@ -37,6 +55,8 @@ import numpy as np
 
 from perceiver_jax import registry
 from perceiver_jax.data import bytes_tokenizer
+from perceiver_jax.data import flow as flow_data
+from perceiver_jax.data import flow_procedural
 from perceiver_jax.data import mlm_masking
 
 MODEL_WORKLOADS = (
@@ -46,6 +66,7 @@ MODEL_WORKLOADS = (
   "scaling",
   "paper-models",
   "mlm-small",
+  "flow-train",
 )
 # (timed steps, warm-up steps) per model workload.
 STEPS = {
@@ -55,6 +76,7 @@ STEPS = {
   "scaling": (5, 2),
   "paper-models": (3, 1),
   "mlm-small": (20, 3),
+  "flow-train": (10, 2),
 }
 # imagenet-long's target is a ratio of two cases: measured in 3 alternating rounds.
 ROUNDS = {"imagenet-long": 3}
@@ -76,12 +98,23 @@ MEMORY_MODES = {
   "chunked": {"attention_chunk_size": None, "remat": False},
   "chunked+remat": {"attention_chunk_size": None, "remat": True},
 }
+# flow-tiled: frame pairs of MPI-Sintel's size in tiles of the released model's size, with
+# the release's minimum overlap (`config.data.tile_overlap`).
+FLOW_TILE = (368, 496)
+SINTEL_FRAME_SIZE = (436, 1024)
+FLOW_TILE_OVERLAP = 20
+TILED_MODELS = ("small", "released")
+# Tiles per call of the model, per platform ("cpu" or any accelerator), and (timed pairs,
+# warm-up pairs): a released tile's forward pass is 1.9 TFLOP, most of a minute on a CPU.
+TILE_BATCH_SIZES = {"cpu": (1, 2), "accelerator": (1, 6)}
+TILED_PAIRS = {"cpu": (1, 1), "accelerator": (5, 1)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
   """One measured configuration: a model config at a batch size, with a label, trained on
-  synthetic batches of `task` (classification: random inputs; masked_lm: `masked_lm_batch`)."""
+  synthetic batches of `task` (classification: random inputs; masked_lm: `masked_lm_batch`;
+  flow: `flow_batch`)."""
 
   workload: str
   label: str
@@ -178,6 +211,82 @@ def masked_lm_batch(cfg: ml_collections.ConfigDict, batch_size: int, seed: int =
   return jnp.asarray(inputs), {"ids": jnp.asarray(ids), "weights": jnp.asarray(weights)}
 
 
+def flow_mini() -> ml_collections.ConfigDict:
+  """The miniature flow model of experiments/flow/ (`registry.flow_mini`)."""
+  return registry.get_model_config("flow_mini")
+
+
+def flow_batch(cfg: ml_collections.ConfigDict, batch_size: int, seed: int = 0):
+  """A batch of generated frame pairs of a flow model's frame size with their exact flow
+  (`flow_procedural.make_pair` with its default scene model), as the model takes them.
+
+  Returns:
+    (inputs float32 [B, 2, H, W, 3]: the two frames in [-1, 1], labels {"flow": float32
+    [B, H, W, 2] in pixels, "valid": float32 [B, H, W], all 1}: the targets of the task
+    `flow`).
+  """
+  rng = np.random.default_rng(seed)
+  scene = flow_procedural.scene_config(flow_procedural.default_config())
+  size = tuple(cfg.input_shape[1:3])
+  pairs = [flow_procedural.make_pair(rng, size, scene) for _ in range(batch_size)]
+  inputs = np.stack(
+    [np.stack([flow_data.normalize(p["frame1"]), flow_data.normalize(p["frame2"])]) for p in pairs]
+  )
+  labels = {
+    "flow": np.stack([p["flow"] for p in pairs]).astype(np.float32),
+    "valid": np.stack([p["valid"] for p in pairs]).astype(np.float32),
+  }
+  return jnp.asarray(inputs), {key: jnp.asarray(value) for key, value in labels.items()}
+
+
+def with_tile(cfg: ml_collections.ConfigDict, tile: tuple[int, int]) -> ml_collections.ConfigDict:
+  """A copy of flow model `cfg` taking frames of `tile` (height, width), its Fourier
+  features' maximum resolution that tile."""
+  cfg = ml_collections.ConfigDict(cfg.to_dict())
+  cfg.input_shape = (2, *tile, cfg.input_shape[-1])
+  cfg.flow.fourier.max_resolution = tuple(tile)
+  return cfg
+
+
+def flow_small_tiled(tile: tuple[int, int] = FLOW_TILE) -> ml_collections.ConfigDict:
+  """flow_mini's widths (32 + 66 input channels, latents 128 x 128, 4 self-attends) at
+  `tile`."""
+  return with_tile(flow_mini(), tile)
+
+
+@dataclasses.dataclass(frozen=True)
+class TiledCase:
+  """flow-tiled: frame pairs of `frame_size` (H, W) run through flow model `model` in tiles
+  of its frame size overlapping by at least `overlap` pixels, `batch_size` tiles per call."""
+
+  label: str
+  model: ml_collections.ConfigDict
+  batch_size: int
+  frame_size: tuple[int, int] = SINTEL_FRAME_SIZE
+  overlap: int = FLOW_TILE_OVERLAP
+  workload: str = "flow-tiled"
+
+
+def tiled_case(
+  model: str,
+  batch_size: int,
+  tile: tuple[int, int] = FLOW_TILE,
+  frame_size: tuple[int, int] = SINTEL_FRAME_SIZE,
+  overlap: int = FLOW_TILE_OVERLAP,
+) -> TiledCase:
+  """flow-tiled's case of `model` (one of `TILED_MODELS`) at `batch_size` tiles per call;
+  `tile`, `frame_size` and `overlap` are the workload's unless a test shrinks them."""
+  if model == "released":
+    cfg = with_tile(registry.get_model_config("optical_flow"), tile)
+  elif model == "small":
+    cfg = flow_small_tiled(tile)
+  else:
+    raise ValueError(f"flow-tiled model {model!r}: expected one of {TILED_MODELS}")
+  if batch_size < 1:
+    raise ValueError(f"flow-tiled batch_size={batch_size}: must be at least 1")
+  return TiledCase(f"{model} batch {batch_size}", cfg, batch_size, tuple(frame_size), overlap)
+
+
 def cases(workload: str, chunk_size: int = 4096) -> list[Case]:
   """The configurations a model workload measures, in order."""
   if workload == "io-small":
@@ -201,6 +310,8 @@ def cases(workload: str, chunk_size: int = 4096) -> list[Case]:
     return [Case(workload, name, registry.get_model_config(name), 1) for name in PAPER_MODELS]
   if workload == "mlm-small":
     return [Case(workload, "mlm-small", mlm_small(), 8, task="masked_lm")]
+  if workload == "flow-train":
+    return [Case(workload, "flow-mini", flow_mini(), 16, task="flow")]
   raise ValueError(f"unknown workload {workload!r}; expected one of {MODEL_WORKLOADS}")
 
 

@@ -118,6 +118,8 @@ def measure(
   batch_size = case.batch_size
   if case.task == "masked_lm":
     inputs, labels = workloads.masked_lm_batch(cfg, batch_size)
+  elif case.task == "flow":
+    inputs, labels = workloads.flow_batch(cfg, batch_size)
   else:
     inputs, labels = _inputs_and_labels(cfg, batch_size)
   state = jax.jit(lambda rng: ts.init_train_state(forward, tx, rng, inputs[:1]))(

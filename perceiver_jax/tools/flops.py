@@ -16,6 +16,7 @@ import jax
 import ml_collections
 
 from perceiver_jax import model as model_lib
+from perceiver_jax.modalities import flow
 from perceiver_jax.modalities import image
 from perceiver_jax.models import encoder as encoder_lib
 from perceiver_jax.models import position_encoding
@@ -30,7 +31,10 @@ def _block_flops(num_q, num_kv, q_width, kv_width, qk, v, out_width, widening) -
 
 
 def _preprocessor_flops(cfg: ml_collections.ConfigDict) -> int:
-  """Forward FLOPs of an image preprocessor's convolutions and position projection."""
+  """Forward FLOPs of an image preprocessor's convolutions and position projection, or of
+  the flow preprocessor's Linear of each pixel's 3x3 neighbourhood in both frames."""
+  if cfg.modality == "flow":
+    return 2 * num_inputs(cfg) * 2 * 9 * cfg.input_shape[-1] * cfg.flow.num_channels
   if cfg.modality != "image":
     return 0
   inp = cfg.input
@@ -61,10 +65,13 @@ def _preprocessor_flops(cfg: ml_collections.ConfigDict) -> int:
 
 
 def num_inputs(cfg: ml_collections.ConfigDict) -> int:
-  """M, the number of elements of the encoder's input array [B, M, C] (image, points or
-  text bytes)."""
+  """M, the number of elements of the encoder's input array [B, M, C] (image, points, text
+  bytes, or a flow model's pixels of one frame)."""
   if cfg.modality in ("points", "text"):
     return cfg.input_shape[0]
+  if cfg.modality == "flow":
+    height, width = flow.image_shape(cfg)
+    return height * width
   rows, cols = image.input_grid(cfg)
   return rows * cols
 
@@ -116,6 +123,8 @@ def _decoder_flops(cfg: ml_collections.ConfigDict, inputs: int, in_width: int) -
   embedding       one query per input byte (L x C) cross-attends (v = C, no output Linear),
                   then logits through the transposed embedding: [L, C] x [C, vocab].
   sentence        one C-wide query cross-attends, then Linear C -> C, tanh, Linear C -> classes.
+  flow            one query per pixel, the encoder's inputs themselves (M x C), cross-attends
+                  (qk = v = decoder.qk_channels or D, output C wide), then a Linear C -> 2.
   """
   latents, width = cfg.num_latents, cfg.num_latent_channels
   qk, outputs = cfg.decoder.qk_channels or width, cfg.num_classes
@@ -129,6 +138,9 @@ def _decoder_flops(cfg: ml_collections.ConfigDict, inputs: int, in_width: int) -
   if cfg.decoder.type == "sentence":
     cross = _block_flops(1, latents, in_width, width, qk, in_width, in_width, 1)
     return cross + 2 * in_width * in_width + 2 * in_width * outputs
+  if cfg.decoder.type == "flow":
+    cross = _block_flops(inputs, latents, in_width, width, qk, qk, in_width, 1)
+    return cross + 2 * inputs * in_width * outputs
   raise ValueError(f"config.model.decoder.type={cfg.decoder.type!r}: no FLOP count for it")
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from perceiver_jax import model
 from perceiver_jax import official_format
+from perceiver_jax import pretrained
 from perceiver_jax.data import image_ops
 from perceiver_jax.data import imagenet_classes
 
@@ -56,8 +57,9 @@ def load_input(path: str, model_config) -> np.ndarray:
 
 
 def load_checkpoint(model_config, path: str):
-  """Loads an official-format pickle and checks it against the model's parameter tree."""
-  params, state = official_format.load_official_pickle(path)
+  """Loads weights (`pretrained.read_weights`: an official-format pickle, a checkpoint
+  directory or a training workdir) and checks them against the model's parameter tree."""
+  params, state = pretrained.read_weights(path)
   expected_params, expected_state = model.param_shapes(model_config)
   params = official_format.match_to_template(expected_params, params, what="params")
   state = official_format.match_to_template(expected_state, state, what="state")
