@@ -71,7 +71,6 @@ def _classification_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.
     num_heads=cfg.decoder.num_heads,
     qk_channels=_or_none(cfg.decoder.qk_channels),
     use_query_residual=cfg.decoder.use_query_residual,
-    zero_init_output=cfg.flow.zero_init_output,
     trainable_kwargs={"init_scale": cfg.decoder.query_init_scale},
   )
 
@@ -105,7 +104,6 @@ def _sentence_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module
     num_heads=cfg.decoder.num_heads,
     qk_channels=_or_none(cfg.decoder.qk_channels),
     use_query_residual=cfg.decoder.use_query_residual,
-    zero_init_output=cfg.flow.zero_init_output,
     query_init_scale=cfg.decoder.query_init_scale,
   )
 

@@ -28,6 +28,7 @@ GOLDEN_PARAM_COUNTS = {
   "mlm_mini": 606_470,
   "optical_flow": 41_057_134,  # the released flow model (test_flow_model.py)
   "flow_testing": 35_902,
+  "flow_mini": 573_518,
 }
 
 
@@ -161,6 +162,6 @@ def test_paper_imagenet_perceiver_counts():
 def test_unknown_variant_names_the_choices():
   with pytest.raises(
     ValueError,
-    match="unknown model variant 'nope'; known variants: fashion_mnist, flow_testing, fmnist_",
+    match="unknown model variant 'nope'; known variants: fashion_mnist, flow_mini, flow_testing, fmnist_",
   ):
     registry.get_model_config("nope")
