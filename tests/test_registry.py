@@ -162,6 +162,9 @@ def test_paper_imagenet_perceiver_counts():
 def test_unknown_variant_names_the_choices():
   with pytest.raises(
     ValueError,
-    match="unknown model variant 'nope'; known variants: fashion_mnist, flow_mini, flow_testing, fmnist_",
+    match=(
+      "unknown model variant 'nope'; known variants: fashion_mnist, flow_mini, flow_testing, "
+      "fmnist_"
+    ),
   ):
     registry.get_model_config("nope")
