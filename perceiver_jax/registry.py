@@ -26,7 +26,8 @@ Optical flow (frame pairs [2, H, W, 3], `modality='flow'`, flow [H, W, 2] per pa
                         41,057,134 params.
   flow_testing          the same layout at tiny widths on 32 x 48 frames, for tests and runlocal.
   flow_mini             the same layout, small, on 32 x 48 frames, with a query residual in
-                        the decoder: the CPU miniature of experiments/flow/.
+                        the decoder: the flow-train benchmark; experiments/flow/ trains it
+                        at 16 x 24 (configs/flow.py:mini).
 
 Fashion-MNIST pixel models for the paper's Table 2 in miniature: each is fed the same 784
 pixels with 2-D Fourier features (8 bands over the 28x28 grid), optionally permuted:
