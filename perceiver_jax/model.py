@@ -2,10 +2,12 @@
 
 The model section of a config (`config.model`) declares every field below; nothing has a
 default in code. Each axis of variation is dispatched once, through one table:
-  modality               'image', 'points', 'audio_video', 'text' or 'flow': the adapter in
+  modality               'image', 'points', 'audio_video', 'audio_video_label', 'text' or
+                         'flow': the adapter in
                          `perceiver_jax.modalities` that validates its section, sizes and
                          builds the preprocessor (image: `input_shape` and `input.*`; points:
-                         `input_shape` and `points.*`; audio_video: `audio_video.*`; text:
+                         `input_shape` and `points.*`; audio_video: `audio_video.*`;
+                         audio_video_label: `audio_video_label.*`; text:
                          `input_shape` and `text.*`; flow: `input_shape` and `flow.*`). A
                          preprocessor that also returns an input mask [B, M] (text: padding)
                          masks those inputs as keys of the encoder's cross-attend and, for a
@@ -19,13 +21,17 @@ default in code. Each axis of variation is dispatched once, through one table:
                          the language model) or 'sentence' (one query, then a 2-layer tanh
                          MLP of the input width: the GLUE head, [B, num_classes]) or 'flow'
                          (one query per pixel, the inputs themselves: flow [B, H, W, 2] of
-                         modality 'flow'): `DECODERS`.
+                         modality 'flow') or 'multimodal' (the video autoencoder's: queries of
+                         every modality of 'audio_video_label' decoded together, a dict of
+                         outputs per modality, `models.multimodal`): `DECODERS`.
                          decoder.qk_channels 0: derived.
   num_classes            output classes.
   num_latents, num_latent_channels, num_blocks, num_self_attends_per_block,
   num_cross_attends, cross_attend_placement, share_cross_attend_weights,
   share_latent_block_weights, *_heads, *_qk_channels, *_v_channels (0: derived),
   *_widening_factor, dropout_*, latent_init_scale  the encoder.
+  encoder_name           the encoder's module name: 'perceiver_encoder' in the releases but
+                         the video autoencoder's, 'encoder'.
   attention_chunk_size   0 for plain cross-attention, else the key chunk size.
   remat                  rematerialise every block in the backward pass.
   compute_dtype          'float32' or 'bfloat16': the dtype the encoder and decoder compute
@@ -50,6 +56,7 @@ from perceiver_jax.models import baselines
 from perceiver_jax.models import decoders
 from perceiver_jax.models import encoder as encoder_lib
 from perceiver_jax.models import flow as flow_lib
+from perceiver_jax.models import multimodal as multimodal_lib
 from perceiver_jax.models import precision
 
 
@@ -108,6 +115,55 @@ def _sentence_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module
   )
 
 
+def _multimodal_decoder(cfg: ml_collections.ConfigDict, preprocessor):
+  """The video autoencoder's decoder: per-modality queries decoded together, then each
+  modality's postprocessor (`models.multimodal`); modality 'audio_video_label'."""
+  del preprocessor
+  section = cfg.audio_video_label
+  q, points = section.queries, modalities.audio_video_label.num_points(cfg)
+  video = section.image
+  query_decoders = {
+    "audio": decoders.BasicDecoder(
+      output_num_channels=q.output_channels,
+      output_index_dims=(points["audio"],),
+      position_encoding_type="fourier",
+      fourier_kwargs=dict(
+        num_bands=q.audio_num_bands, max_resolution=tuple(q.audio_max_resolution)
+      ),
+      name="audio_query",
+    ),
+    "image": decoders.BasicDecoder(
+      output_num_channels=q.output_channels,
+      output_index_dims=(video.num_frames, video.image_size, video.image_size),
+      position_encoding_type="fourier",
+      fourier_kwargs=dict(
+        num_bands=q.image_num_bands, max_resolution=tuple(q.image_max_resolution)
+      ),
+      name="image_query",
+    ),
+    "label": decoders.ClassificationDecoder(
+      num_classes=cfg.num_classes,
+      num_z_channels=q.label_channels,
+      trainable_kwargs={"init_scale": q.label_init_scale},
+      name="classification_decoder",
+    ),
+  }
+  decoder = multimodal_lib.MultimodalDecoder(
+    query_decoders,
+    output_num_channels=q.output_channels,
+    min_padding_size=q.min_padding_size,
+    num_heads=cfg.decoder.num_heads,
+    qk_channels=_or_none(cfg.decoder.qk_channels),
+    use_query_residual=cfg.decoder.use_query_residual,
+  )
+  postprocessors = {
+    "audio": multimodal_lib.AudioPostprocessor(section.audio.samples_per_patch),
+    "image": decoders.ProjectionPostprocessor(3),
+    "label": decoders.ClassificationPostprocessor(cfg.num_classes),
+  }
+  return multimodal_lib.MultimodalAutoencodingDecoder(decoder, postprocessors, points)
+
+
 def _flow_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module:
   """Optical flow: the inputs are the queries; flow in pixels [B, H, W, num_classes]."""
   del preprocessor
@@ -133,11 +189,12 @@ DECODERS: dict[str, Callable[[ml_collections.ConfigDict, object], object]] = {
   "embedding": _embedding_decoder,
   "sentence": _sentence_decoder,
   "flow": _flow_decoder,
+  "multimodal": _multimodal_decoder,
 }
 
 
 def build_encoder(cfg: ml_collections.ConfigDict) -> encoder_lib.PerceiverEncoder:
-  """The `perceiver_encoder`; call inside a Haiku transform."""
+  """The encoder (`perceiver_encoder`, or `cfg.encoder_name`); call inside a Haiku transform."""
   return encoder_lib.PerceiverEncoder(
     num_latents=cfg.num_latents,
     num_latent_channels=cfg.num_latent_channels,
@@ -160,6 +217,7 @@ def build_encoder(cfg: ml_collections.ConfigDict) -> encoder_lib.PerceiverEncode
     latent_init_scale=cfg.latent_init_scale,
     attention_chunk_size=_or_none(cfg.attention_chunk_size),
     remat=cfg.remat,
+    name=cfg.encoder_name,
   )
 
 
@@ -247,6 +305,14 @@ def _validate_perceiver(cfg: ml_collections.ConfigDict) -> None:
       _fail(cfg, "num_classes", f"the embedding decoder's logits are the {cfg.text.vocab_size} ids")
   if (cfg.decoder.type == "flow") != (cfg.modality == "flow"):
     _fail(cfg, "decoder.type", "the 'flow' decoder and the 'flow' modality go together")
+  if (cfg.decoder.type == "multimodal") != (cfg.modality == "audio_video_label"):
+    _fail(
+      cfg,
+      "decoder.type",
+      "the 'multimodal' decoder and the 'audio_video_label' modality go together",
+    )
+  if not cfg.encoder_name:
+    _fail(cfg, "encoder_name", "must name the encoder module")
   if cfg.decoder.qk_channels % cfg.decoder.num_heads:
     _fail(cfg, "decoder.qk_channels", f"not divisible by decoder.num_heads={cfg.decoder.num_heads}")
   if cfg.cross_attend_placement not in encoder_lib.CROSS_ATTEND_PLACEMENTS:
@@ -316,10 +382,13 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
 
   `inputs` is what the modality's adapter takes: images [B, H, W, C], points [B, P, 3],
   int32 byte ids [B, L] for 'text', frame pairs [B, 2, H, W, 3] for 'flow', or for
-  'audio_video' models a dict of arrays keyed by modality. The outputs are the decoder's, in
-  float32: logits [B, num_classes] for the classification, projection and sentence decoders,
-  [B, L, num_classes] for the embedding decoder, flow [B, H, W, 2] for the flow decoder.
-  `subsampled_points` ([O] flat output indices) goes to the decoder's query.
+  'audio_video' and 'audio_video_label' models a dict of arrays keyed by modality. The outputs
+  are the decoder's, in float32: logits [B, num_classes] for the classification, projection
+  and sentence decoders, [B, L, num_classes] for the embedding decoder, flow [B, H, W, 2] for
+  the flow decoder, and for the multimodal decoder a dict {"audio": [B, O_a, samples per
+  patch], "image": [B, O_i, 3], "label": [B, num_classes]}. `subsampled_points` ([O] flat
+  output indices; for the multimodal decoder a dict of them per modality, [O] or [B, O])
+  goes to the decoder's query.
 
   Initialise with `is_training=True` (BatchNorm state needs it). Evaluation with
   dropout off needs no PRNG key: `apply(params, state, None, images, is_training=False)`.
@@ -359,6 +428,14 @@ def input_shapes(cfg: ml_collections.ConfigDict):
   """The shape of one example's inputs without the batch axis: a tuple, or a dict of tuples
   keyed by modality for multimodal inputs. The data layer checks its examples against it."""
   return jax.tree.map(lambda x: tuple(x.shape[1:]), dummy_inputs(cfg))
+
+
+def output_points(cfg: ml_collections.ConfigDict) -> dict[str, int] | None:
+  """Output points per modality of a decoder that decodes chosen points (`subsampled_points`
+  of the 'multimodal' decoder); None for the other decoders."""
+  if cfg.decoder.type != "multimodal":
+    return None
+  return modalities.audio_video_label.num_points(cfg)
 
 
 def param_shapes(cfg: ml_collections.ConfigDict) -> tuple[hk.Params, hk.State]:

@@ -93,6 +93,7 @@ def base_config(modality: str, num_classes: int) -> ml_collections.ConfigDict:
       dropout_prob=0.0,
       dropout_attn_prob=0.0,
       latent_init_scale=0.02,
+      encoder_name="perceiver_encoder",  # the video autoencoder's is "encoder"
       attention_chunk_size=0,  # 0: plain attention; e.g. 4096 for long inputs
       remat=False,
       compute_dtype="float32",  # or "bfloat16": bfloat16 compute, float32 parameters
@@ -380,4 +381,44 @@ def flow_mini() -> ml_collections.ConfigDict:
   # (experiments/flow/README.md).
   cfg.decoder.use_query_residual = True
   cfg.flow.zero_init_output = False
+  return cfg
+
+
+@register
+def multimodal_autoencoding() -> ml_collections.ConfigDict:
+  """The released Kinetics-700 video autoencoder (module tree and shapes as released)."""
+  cfg = base_config("audio_video_label", num_classes=700)
+  cfg.encoder_name = "encoder"
+  cfg.num_latents = 784  # 28 x 28
+  cfg.num_latent_channels = 512
+  cfg.num_blocks = 1
+  cfg.num_self_attends_per_block = 8
+  cfg.num_cross_attend_heads = 1
+  cfg.num_self_attend_heads = 8
+  cfg.decoder.type = "multimodal"
+  cfg.decoder.num_heads = 1
+  cfg.decoder.use_query_residual = False
+  return cfg
+
+
+@register
+def multimodal_testing() -> ml_collections.ConfigDict:
+  """The released layout at tiny sizes: 4 frames of 16 x 16, 640 audio samples, 10 classes."""
+  cfg = multimodal_autoencoding()
+  cfg.num_classes = 10
+  section = cfg.audio_video_label
+  section.audio.update(num_samples=640, samples_per_patch=16, num_bands=8, max_resolution=(640,))
+  section.image.update(num_frames=4, image_size=16, num_bands=4, max_resolution=(4, 4, 4))
+  section.queries.update(
+    audio_num_bands=8,
+    audio_max_resolution=(640,),
+    image_num_bands=4,
+    image_max_resolution=(4, 4, 4),
+    label_channels=32,
+    output_channels=32,
+  )
+  cfg.num_latents = 16
+  cfg.num_latent_channels = 32
+  cfg.num_self_attends_per_block = 2
+  cfg.num_self_attend_heads = 4
   return cfg

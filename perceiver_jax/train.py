@@ -115,7 +115,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, task: tasks.Task) ->
     metrics_lib.write_config(workdir, config)
 
   facts = datasets.ModelFacts(
-    model.input_shapes(config.model), config.model.num_classes, task.eval_windows
+    model.input_shapes(config.model),
+    config.model.num_classes,
+    task.eval_windows,
+    model.output_points(config.model),
   )
   data = datasets.load(
     config, facts, process_index=jax.process_index(), process_count=jax.process_count()

@@ -5,11 +5,9 @@ for the 50 fps clip), and the audio is the ramp 1.8 t (t in seconds), so a windo
 frame and its audio tell where in the clip it starts.
 """
 
-import fractions
 import json
 import os
 
-import av
 import main_runner
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from perceiver_jax.data import audioset
 from perceiver_jax.data import datasets
 from perceiver_jax.data import image_ops
 from perceiver_jax.data.prepare import audioset as prepare_audioset
+from perceiver_jax.tools import av_io
 
 SECONDS = 0.48  # 12 frames at 25 fps
 SLOPE = 1.8  # audio ramp per second
@@ -35,23 +34,13 @@ def _ramp(rate: int) -> np.ndarray:
 
 
 def _write_video(path, fps=25, audio_rate=0):
-  """A 24x32 clip of SECONDS at `fps`; with `audio_rate`, a PCM ramp in the same file."""
-  with av.open(str(path), "w") as container:
-    video = container.add_stream("mpeg4", rate=fps)
-    video.width, video.height, video.pix_fmt = 32, 24, "yuv420p"
-    packets = []
-    if audio_rate:  # every stream is added before the first packet
-      audio = container.add_stream("pcm_s16le", rate=audio_rate, layout="mono")
-      samples = (_ramp(audio_rate) * 32767).astype(np.int16)[None]
-      frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-      frame.sample_rate, frame.pts = audio_rate, 0
-      frame.time_base = fractions.Fraction(1, audio_rate)
-      packets += [*audio.encode(frame), *audio.encode()]
-    for k in range(round(SECONDS * fps)):
-      pixels = np.full((24, 32, 3), round(500 * k / fps), np.uint8)
-      packets += video.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24"))
-    for packet in packets + video.encode():
-      container.mux(packet)
+  """A 24x32 clip of SECONDS at `fps`; with `audio_rate`, the ramp in the same file (PCM in
+  .mkv)."""
+  frames = [
+    np.full((24, 32, 3), round(500 * k / fps), np.uint8) for k in range(round(SECONDS * fps))
+  ]
+  audio = _ramp(audio_rate) if audio_rate else None
+  av_io.write_clip(str(path), np.stack(frames), audio, fps=fps, sample_rate=audio_rate or 48_000)
 
 
 @pytest.fixture(scope="module")

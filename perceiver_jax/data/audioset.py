@@ -101,8 +101,11 @@ def eval_window_starts(num_frames: int, window: int, count: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
-  """What the model reads: modalities and one window's size, from the model's facts."""
+class WindowSpec:
+  """What the model reads: modalities and one window's size, from the model's facts.
+
+  `unit_range`: video values in [0, 1] (the autoencoder's) instead of ImageNet-normalised.
+  """
 
   modalities: tuple[str, ...]
   window_frames: int
@@ -110,9 +113,10 @@ class _Spec:
   image_size: int
   samples_per_frame: int
   num_classes: int
+  unit_range: bool = False
 
 
-def _spec(data: ml_collections.ConfigDict, facts: contract.ModelFacts) -> _Spec:
+def _spec(data: ml_collections.ConfigDict, facts: contract.ModelFacts) -> WindowSpec:
   shapes = facts.input_shapes
   if not isinstance(shapes, dict) or not shapes or not set(shapes) <= set(MODALITIES):
     raise ValueError(
@@ -136,7 +140,7 @@ def _spec(data: ml_collections.ConfigDict, facts: contract.ModelFacts) -> _Spec:
     )
   if facts.eval_windows < 1:
     raise ValueError(f"eval_windows={facts.eval_windows}: AudioSet evaluates at least 1 window")
-  return _Spec(
+  return WindowSpec(
     modalities=tuple(sorted(shapes)),
     window_frames=frames,
     window_samples=frames * per_frame,
@@ -146,10 +150,10 @@ def _spec(data: ml_collections.ConfigDict, facts: contract.ModelFacts) -> _Spec:
   )
 
 
-def _window(
+def window(
   example: dict,
   start: int,
-  spec: _Spec,
+  spec: WindowSpec,
   rng: np.random.Generator | None,
   random_flip: bool,
   decoded: dict[int, np.ndarray],
@@ -185,7 +189,9 @@ def _window(
     video = video[:, top : top + size, left : left + size]
     if rng is not None and random_flip and rng.random() < 0.5:
       video = video[:, :, ::-1]
-    out["video"] = image_ops.normalize(video)
+    out["video"] = (
+      video.astype(np.float32) / 255.0 if spec.unit_range else image_ops.normalize(video)
+    )
   return out
 
 
@@ -195,7 +201,7 @@ def _multi_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
   return hot
 
 
-def _check_record(example: dict, data: ml_collections.ConfigDict) -> dict:
+def check_record(example: dict, data: ml_collections.ConfigDict) -> dict:
   if int(example["fps"]) != data.fps or int(example["sample_rate"]) != data.sample_rate:
     raise ValueError(
       f"record {example['ytid']}: prepared at {int(example['fps'])} fps and "
@@ -204,26 +210,28 @@ def _check_record(example: dict, data: ml_collections.ConfigDict) -> dict:
   return example
 
 
-def _num_frames(example: dict, spec: _Spec) -> int:
+def num_frames(example: dict, spec: WindowSpec) -> int:
   """The clip's length in frames (from the audio where there is no video)."""
   return max(len(example["frames"]), -(-len(example["audio"]) // spec.samples_per_frame))
 
 
-def prepare_train(example: dict, rng: np.random.Generator, spec: _Spec, random_flip: bool) -> dict:
+def prepare_train(
+  example: dict, rng: np.random.Generator, spec: WindowSpec, random_flip: bool
+) -> dict:
   """A random aligned window, crop and flip of one decoded record: {"inputs", "labels"}."""
-  start = int(rng.integers(0, max(_num_frames(example, spec) - spec.window_frames, 0) + 1))
-  windows = _window(example, start, spec, rng, random_flip, decoded={})
+  start = int(rng.integers(0, max(num_frames(example, spec) - spec.window_frames, 0) + 1))
+  windows = window(example, start, spec, rng, random_flip, decoded={})
   return {
     "inputs": windows,
     "labels": _multi_hot(example["labels"], spec.num_classes),
   }
 
 
-def prepare_eval(example: dict, spec: _Spec, num_windows: int) -> dict:
+def prepare_eval(example: dict, spec: WindowSpec, num_windows: int) -> dict:
   """`num_windows` evenly spaced centre-crop windows: inputs [W, ...], labels [527]."""
-  starts = eval_window_starts(_num_frames(example, spec), spec.window_frames, num_windows)
+  starts = eval_window_starts(num_frames(example, spec), spec.window_frames, num_windows)
   decoded = {}  # overlapping windows share frames: decode each once
-  windows = [_window(example, int(s), spec, None, False, decoded) for s in starts]
+  windows = [window(example, int(s), spec, None, False, decoded) for s in starts]
   stacked = {m: np.stack([w[m] for w in windows]) for m in spec.modalities}
   return {
     "inputs": stacked,
@@ -231,7 +239,7 @@ def prepare_eval(example: dict, spec: _Spec, num_windows: int) -> dict:
   }
 
 
-def _zero_eval_example(spec: _Spec, num_windows: int) -> dict:
+def _zero_eval_example(spec: WindowSpec, num_windows: int) -> dict:
   """A padding row: zero inputs [W, ...] and labels, mask 0."""
   shapes = {
     "audio": (num_windows, spec.window_samples),
@@ -272,7 +280,7 @@ def make_data(
   )
 
   def train_example(step: int, slot: int) -> dict:
-    example = _check_record(decode_example(train_source[order.index(step, slot)]), data)
+    example = check_record(decode_example(train_source[order.index(step, slot)]), data)
     rng = order.rng(contract.AUGMENT_STREAM, step, slot)
     return prepare_train(example, rng, spec, data.random_flip)
 
@@ -288,7 +296,7 @@ def make_data(
   def eval_example(index: int) -> dict:
     if index < 0:  # padding
       return _zero_eval_example(spec, facts.eval_windows)
-    example = _check_record(decode_example(eval_source[index]), data)
+    example = check_record(decode_example(eval_source[index]), data)
     return {**prepare_eval(example, spec, facts.eval_windows), "mask": np.float32(1.0)}
 
   def eval_batches(prefix: contract.Prefix) -> Iterator[dict]:
@@ -301,13 +309,13 @@ def make_data(
       ds.map(functools.partial(contract.to_prefix, prefix=prefix)).to_iter_dataset(options)
     )
 
-  example = _stack1(train_example(0, order.first_slot))
+  example = stack1(train_example(0, order.first_slot))
   return contract.Data(len(train_source), len(eval_source), train_batches, eval_batches, example)
 
 
-def _stack1(tree: dict) -> dict:
+def stack1(tree: dict) -> dict:
   """Adds a leading batch axis of 1 to every leaf of a nested dict."""
   return {
-    key: _stack1(value) if isinstance(value, dict) else np.asarray(value)[None]
+    key: stack1(value) if isinstance(value, dict) else np.asarray(value)[None]
     for key, value in tree.items()
   }

@@ -11,6 +11,9 @@ Batches are numpy dicts with exactly these keys:
             or, for optical flow (inputs frame pairs [*prefix, 2, H, W, 3]), a dict {"flow":
             float32 [*prefix, H, W, 2], "valid": float32 [*prefix, H, W]} (evaluation adds
             "tile", see perceiver_jax/tasks/flow.py);
+            or, for multimodal autoencoding, a dict {"class": int32 [*prefix]} and in
+            training the output points to decode, "<modality>_points" int32 [*prefix, O]
+            (see perceiver_jax/data/kinetics.py);
   "mask"    (evaluation only) float32 [*prefix], 1 for a real example, 0 for padding.
 prefix = (local_devices, per_device) is this process's share of the global batch. With
 `facts.eval_windows = W > 0` evaluation inputs carry a window axis, [*prefix, W, ...].
@@ -56,11 +59,15 @@ class ModelFacts:
       {"audio": (61440,), "video": (32, 224, 224, 3)} for a model of several modalities.
     num_classes: K, the width of one-hot, soft and multi-hot labels.
     eval_windows: W > 0 gives evaluation inputs a window axis [*prefix, W, ...]; 0 none.
+    output_points: for a decoder that decodes chosen output points (the multimodal
+      autoencoder's), how many points each modality's output has, e.g. {"audio": 1920,
+      "image": 802816, "label": 1}; None for other models.
   """
 
   input_shapes: InputShapes
   num_classes: int
   eval_windows: int = 0
+  output_points: dict[str, int] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,6 +259,9 @@ def check_example(example: Batch, facts: ModelFacts, dataset: str, *, windows: i
   if isinstance(example["labels"], dict) and "flow" in example["labels"]:  # optical flow
     _check_flow_labels(example["labels"], expected, dataset)
     return
+  if isinstance(example["labels"], dict) and "class" in example["labels"]:  # autoencoding
+    _check_autoencoding_labels(example["labels"], dataset)
+    return
   if isinstance(example["labels"], dict):  # per-position labels of a sequence model
     want = {"ids": expected, "weights": expected}
     if _shapes(example["labels"]) != want:
@@ -272,6 +282,17 @@ def _check_flow_labels(labels: dict, inputs: tuple, dataset: str) -> None:
   want = {"flow": (1, height, width, 2), "valid": (1, height, width)}
   if _shapes(labels) != want:
     raise ValueError(f"{dataset} gives labels of shapes {_shapes(labels)}, the model needs {want}")
+
+
+def _check_autoencoding_labels(labels: dict, dataset: str) -> None:
+  """Autoencoding labels: class [1], and in training output points [1, O] per modality."""
+  shapes = _shapes(labels)
+  points = {key for key in shapes if key.endswith("_points")}
+  if set(shapes) - points != {"class"} or shapes["class"] != (1,):
+    raise ValueError(f"{dataset} gives labels of shapes {shapes}, the model needs class (1,)")
+  for key in points:
+    if len(shapes[key]) != 2 or shapes[key][0] != 1:
+      raise ValueError(f"{dataset} gives {key} of shape {shapes[key]}, expected (1, O)")
 
 
 def _shapes(tree):

@@ -1,7 +1,7 @@
 """The datasets the trainer loads by `config.data.name`, all behind the contract of `contract.py`.
 
   facts = datasets.ModelFacts(model.input_shapes(config.model), config.model.num_classes,
-                              task.eval_windows)
+                              task.eval_windows, model.output_points(config.model))
   data = datasets.load(config, facts, process_index=..., process_count=...)
 
 Each dataset is a module `perceiver_jax.data.<name>` with `make_data(config, facts, *,
@@ -47,6 +47,7 @@ _MAKERS = {
     "text_tfds",
     "glue",
     "flow",
+    "kinetics",
   )
 }
 DATASETS = tuple(_MAKERS)

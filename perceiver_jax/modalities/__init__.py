@@ -1,7 +1,7 @@
 """Input modalities: one adapter module per kind of input, all with the same interface.
 
-Each adapter (`image`, `points`, `audio_video`, `text`, `flow`) turns its part of
-`config.model` into plain arguments for the Haiku modules of `perceiver_jax.models`:
+Each adapter (`image`, `points`, `audio_video`, `audio_video_label`, `text`, `flow`) turns its
+part of `config.model` into plain arguments for the Haiku modules of `perceiver_jax.models`:
   SECTION                   the name of its config section in `config.model`.
   default_config()          its fields of `config.model` (its section, and `input_shape`
                             where the inputs are one array).
@@ -22,6 +22,7 @@ from __future__ import annotations
 import types
 
 from perceiver_jax.modalities import audio_video
+from perceiver_jax.modalities import audio_video_label
 from perceiver_jax.modalities import flow
 from perceiver_jax.modalities import image
 from perceiver_jax.modalities import points
@@ -31,6 +32,7 @@ MODALITIES: dict[str, types.ModuleType] = {
   "image": image,
   "points": points,
   "audio_video": audio_video,
+  "audio_video_label": audio_video_label,
   "text": text,
   "flow": flow,
 }

@@ -59,8 +59,8 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({SECTION: section})
 
 
-def _fail(field: str, value, message: str):
-  raise ValueError(f"config.model.audio_video.{field}={value!r}: {message}")
+def _fail(field: str, value, message: str, section: str = SECTION):
+  raise ValueError(f"config.model.{section}.{field}={value!r}: {message}")
 
 
 def audio_grid(acfg: ml_collections.ConfigDict) -> tuple[int, ...]:
@@ -115,38 +115,63 @@ def modality_sizes(cfg: ml_collections.ConfigDict) -> dict[str, int] | None:
   return num_inputs(cfg) if len(cfg.audio_video.modalities) > 1 else None
 
 
+def validate_audio(a: ml_collections.ConfigDict, section: str = SECTION) -> None:
+  """Checks an `audio` section (of `config.model.<section>`); ValueError naming the field."""
+
+  def fail(field, value, message):
+    _fail(f"audio.{field}", value, message, section)
+
+  if a.prep not in audio_video.AUDIO_PREPS:
+    fail("prep", a.prep, f"expected one of {audio_video.AUDIO_PREPS}")
+  step = a.samples_per_patch if a.prep == "raw" else a.hop_length
+  field = "samples_per_patch" if a.prep == "raw" else "hop_length"
+  if step < 1 or a.num_samples % step:
+    fail(field, step, f"must divide audio.num_samples={a.num_samples}")
+  if a.prep == "mel":
+    if a.fft_length < a.hop_length or (a.fft_length - a.hop_length) % 2:
+      fail("fft_length", a.fft_length, "must be >= hop_length with an even difference")
+    if not 0 <= a.mel_min_hz < a.mel_max_hz <= a.sample_rate / 2:
+      fail("mel_max_hz", a.mel_max_hz, f"needs mel_min_hz < it <= {a.sample_rate / 2}")
+    for name, size in (("max_time_mask", audio_grid(a)[0]), ("max_freq_mask", a.num_mel_bins)):
+      if not 0 <= a[name] <= size:
+        fail(name, a[name], f"must be in [0, {size}]")
+  _check_max_resolution(a, audio_grid(a), f"{section}.audio")
+
+
+def validate_video(v: ml_collections.ConfigDict, section: str = SECTION, name: str = "video"):
+  """Checks a video section `config.model.<section>.<name>`; ValueError naming the field."""
+  if len(v.patch_shape) != 3:
+    _fail(f"{name}.patch_shape", tuple(v.patch_shape), "expected (t, y, x)", section)
+  for size, patch, axis in zip(
+    (v.num_frames, v.image_size, v.image_size), v.patch_shape, "tyx", strict=True
+  ):
+    if patch < 1 or size % patch:
+      _fail(
+        f"{name}.patch_shape",
+        tuple(v.patch_shape),
+        f"{axis} patch {patch} must divide {size}",
+        section,
+      )
+  _check_max_resolution(v, video_grid(v), f"{section}.{name}")
+
+
+def _check_max_resolution(section_cfg: ml_collections.ConfigDict, grid, where: str) -> None:
+  res = tuple(section_cfg.max_resolution)
+  if res and len(res) != len(grid):
+    raise ValueError(
+      f"config.model.{where}.max_resolution={res!r}: needs {len(grid)} values, one per grid "
+      "dimension"
+    )
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError, one line naming the field and its value, for impossible settings."""
   av = cfg.audio_video
   modalities = tuple(av.modalities)
   if not modalities or len(set(modalities)) != len(modalities) or set(modalities) - {*MODALITIES}:
     _fail("modalities", modalities, f"expected distinct names from {MODALITIES}")
-  a, v = av.audio, av.video
-  if a.prep not in audio_video.AUDIO_PREPS:
-    _fail("audio.prep", a.prep, f"expected one of {audio_video.AUDIO_PREPS}")
-  step = a.samples_per_patch if a.prep == "raw" else a.hop_length
-  field = "audio.samples_per_patch" if a.prep == "raw" else "audio.hop_length"
-  if step < 1 or a.num_samples % step:
-    _fail(field, step, f"must divide audio.num_samples={a.num_samples}")
-  if a.prep == "mel":
-    if a.fft_length < a.hop_length or (a.fft_length - a.hop_length) % 2:
-      _fail("audio.fft_length", a.fft_length, "must be >= hop_length with an even difference")
-    if not 0 <= a.mel_min_hz < a.mel_max_hz <= a.sample_rate / 2:
-      _fail("audio.mel_max_hz", a.mel_max_hz, f"needs mel_min_hz < it <= {a.sample_rate / 2}")
-    for name, size in (("max_time_mask", audio_grid(a)[0]), ("max_freq_mask", a.num_mel_bins)):
-      if not 0 <= a[name] <= size:
-        _fail(f"audio.{name}", a[name], f"must be in [0, {size}]")
-  if len(v.patch_shape) != 3:
-    _fail("video.patch_shape", tuple(v.patch_shape), "expected (t, y, x)")
-  for size, patch, name in zip(
-    (v.num_frames, v.image_size, v.image_size), v.patch_shape, "tyx", strict=True
-  ):
-    if patch < 1 or size % patch:
-      _fail("video.patch_shape", tuple(v.patch_shape), f"{name} patch {patch} must divide {size}")
-  for name, grid in (("audio", audio_grid(a)), ("video", video_grid(v))):
-    res = tuple(av[name].max_resolution)
-    if res and len(res) != len(grid):
-      _fail(f"{name}.max_resolution", res, f"needs {len(grid)} values, one per grid dimension")
+  validate_audio(av.audio)
+  validate_video(av.video)
   if av.min_padding_size < 0:
     _fail("min_padding_size", av.min_padding_size, "must be >= 0")
   if not 0.0 <= av.video_dropout < 1.0:
@@ -163,11 +188,14 @@ def dummy_inputs(cfg: ml_collections.ConfigDict, batch_size: int = 1) -> dict[st
   return {m: jnp.zeros(shapes[m], jnp.float32) for m in av.modalities}
 
 
-def _modality_kwargs(av: ml_collections.ConfigDict, modality: str) -> dict:
+def audio_kwargs(a: ml_collections.ConfigDict) -> dict:
+  """The keyword arguments of `models.audio_video.AudioPreprocessor` from an audio section."""
+  return {**a, "max_resolution": tuple(a.max_resolution)}
+
+
+def modality_kwargs(av: ml_collections.ConfigDict, modality: str) -> dict:
   """The keyword arguments of `models.audio_video.PREPROCESSORS[modality]`."""
-  if modality == "video":
-    return dict(av.video)
-  return {**av.audio, "max_resolution": tuple(av.audio.max_resolution)}
+  return dict(av.video) if modality == "video" else audio_kwargs(av.audio)
 
 
 def build_preprocessor(cfg: ml_collections.ConfigDict):
@@ -179,12 +207,12 @@ def build_preprocessor(cfg: ml_collections.ConfigDict):
   av = cfg.audio_video
   if len(av.modalities) > 1:
     return audio_video.MultimodalPreprocessor(
-      {m: _modality_kwargs(av, m) for m in av.modalities},
+      {m: audio_video.PREPROCESSORS[m](**modality_kwargs(av, m)) for m in av.modalities},
       width=padded_width(av),
-      video_dropout=av.video_dropout,
+      drop_probs={"video": av.video_dropout},
     )
   (modality,) = av.modalities
-  processor = audio_video.PREPROCESSORS[modality](**_modality_kwargs(av, modality))
+  processor = audio_video.PREPROCESSORS[modality](**modality_kwargs(av, modality))
 
   def preprocess(inputs: dict, *, is_training: bool):
     if set(inputs) != {modality}:

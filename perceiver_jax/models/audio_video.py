@@ -1,4 +1,4 @@
-"""AudioSet input processors: raw audio, log-mel spectrograms, video and their fusion.
+"""Audio, video and label input processors and their fusion (AudioSet, Kinetics).
 
 Every processor maps its modality to the Perceiver's input array and returns
 `(inputs [B, M, C], inputs_without_pos [B, M, C'])`, like `preprocessors.ImagePreprocessor`.
@@ -13,12 +13,15 @@ The Perceiver paper's AudioSet inputs (a 1.28 s training window):
              random time and frequency bands to 0 (the mean).
   video      [B, 32, 224, 224, 3] -> 2x8x8 space-time patches, a 16 x 28 x 28 grid = 12,544
              inputs of 384 values, plus 3-D Fourier features of (t, y, x): [B, 12544, 384+6K+3].
+  label      a one-hot class [B, K] -> one input of K channels, no position: [B, 1, K] (the
+             multimodal autoencoder's third modality).
   audio+video  {"audio": ..., "video": ...}: each modality is padded to a common width with a
              learned per-modality vector (`<modality>_padding`, the same at every position, so
              it doubles as a modality embedding). Modalities are concatenated along M in sorted
              order (audio, then video). In training the whole video of an example is zeroed
              with probability `video_dropout` (0.3 in the paper), before position features and
-             paddings are attached.
+             paddings are attached. The multimodal autoencoder also replaces inputs by learned
+             per-modality mask tokens (`<modality>_mask_token`) with per-modality probabilities.
 Fourier features are those of `position_encoding` with max_resolution = the patch grid unless
 set: band frequencies then run from 1 up to the grid's Nyquist frequency, so none alias.
 
@@ -28,6 +31,7 @@ The modules take plain arguments; `perceiver_jax.modalities.audio_video` turns t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Mapping
 from collections.abc import Sequence
 
@@ -229,29 +233,81 @@ class VideoPreprocessor(hk.Module):
     return _with_fourier(content, grid, self._num_bands, self._max_resolution), content
 
 
-PREPROCESSORS = {"audio": AudioPreprocessor, "video": VideoPreprocessor}
+class OneHotPreprocessor(hk.Module):
+  """A one-hot label [B, K] as one input of K channels with no position: [B, 1, K]."""
+
+  def __init__(self, *, num_classes: int, name: str = "one_hot_preprocessor"):
+    super().__init__(name=name)
+    self._num_classes = num_classes
+
+  def __call__(self, labels: jax.Array, *, is_training: bool) -> tuple[jax.Array, jax.Array]:
+    """labels [B, K] -> (inputs [B, 1, K], inputs_without_pos [B, 1, K])."""
+    del is_training
+    if labels.ndim != 2 or labels.shape[1] != self._num_classes:
+      raise ValueError(f"labels must be [B, {self._num_classes}] one-hot, got {labels.shape}")
+    return labels[:, None, :], labels[:, None, :]
+
+
+PREPROCESSORS = {
+  "audio": AudioPreprocessor,
+  "video": VideoPreprocessor,
+  "label": OneHotPreprocessor,
+}
+
+Processor = Callable[..., tuple[jax.Array, jax.Array]]
 
 
 class MultimodalPreprocessor(hk.Module):
-  """{"audio": ..., "video": ...} -> one input array [B, M_audio + M_video, width].
+  """A dict of modalities -> one input array [B, sum of M_m, width].
 
-  `modality_kwargs` maps each modality to the keyword arguments of its processor in
-  `PREPROCESSORS`; `width` is the common width (the widest modality plus its padding).
+  `processors` maps each modality (the key of its input) to its processor, `(x, *,
+  is_training) -> (inputs [B, M_m, C_m], inputs_without_pos [B, M_m, C'_m])`. Each modality is
+  padded to the common `width` with its learned `<modality>_padding` [1, width - C_m], and
+  modalities are concatenated along M in sorted order of their names.
+
+  `drop_probs` {modality: p}: in training, zero a modality's whole input of an example with
+  probability p, before its position features and padding (AudioSet's video dropout).
+  `mask_probs` {modality: p} (every modality, or None for no masking): each padded input is
+  replaced by the learned `<modality>_mask_token` [1, width] with probability p in training,
+  `eval_mask_probs[modality]` at evaluation (0 or 1, so that evaluation needs no random key).
+  A probability of 0 or 1 draws nothing.
   """
 
   def __init__(
     self,
-    modality_kwargs: Mapping[str, Mapping],
+    processors: Mapping[str, Processor],
     *,
     width: int,
-    video_dropout: float = 0.0,
+    drop_probs: Mapping[str, float] | None = None,
+    mask_probs: Mapping[str, float] | None = None,
+    eval_mask_probs: Mapping[str, float] | None = None,
     name: str = "multimodal_preprocessor",
   ):
     super().__init__(name=name)
-    self._modalities = tuple(sorted(modality_kwargs))
+    self._modalities = tuple(sorted(processors))
+    self._processors = dict(processors)
     self._width = width
-    self._video_dropout = video_dropout
-    self._processors = {m: PREPROCESSORS[m](**modality_kwargs[m]) for m in self._modalities}
+    self._drop_probs = dict(drop_probs or {})
+    self._mask_probs = None if mask_probs is None else dict(mask_probs)
+    self._eval_mask_probs = dict(eval_mask_probs or self._mask_probs or {})
+    if self._mask_probs is not None:
+      for probs in (self._mask_probs, self._eval_mask_probs):
+        if set(probs) != set(self._modalities):
+          raise ValueError(f"mask probabilities for {sorted(probs)}, modalities {self._modalities}")
+      for modality, p in self._eval_mask_probs.items():
+        if p not in (0.0, 1.0):
+          raise ValueError(f"evaluation mask probability of {modality!r} is {p}: must be 0 or 1")
+
+  def _mask(self, modality: str, x: jax.Array, token: jax.Array, *, is_training: bool):
+    """x [B, M, width] with each input replaced by `token` [1, width] with the modality's
+    probability."""
+    p = (self._mask_probs if is_training else self._eval_mask_probs)[modality]
+    if p == 0.0:
+      return x
+    if p == 1.0:
+      return jnp.broadcast_to(token.astype(x.dtype), x.shape)
+    masked = jax.random.bernoulli(hk.next_rng_key(), p, x.shape[:2])[..., None]  # [B, M, 1]
+    return jnp.where(masked, token.astype(x.dtype), x)
 
   def __call__(self, inputs: dict, *, is_training: bool) -> tuple[jax.Array, jax.Array]:
     """Returns (inputs [B, M, width], inputs_without_pos [B, M, width], zero-padded)."""
@@ -261,8 +317,9 @@ class MultimodalPreprocessor(hk.Module):
     padded, without_pos = [], []
     for modality in self._modalities:
       x = inputs[modality]
-      if modality == "video" and is_training and self._video_dropout > 0:
-        keep = jax.random.bernoulli(hk.next_rng_key(), 1.0 - self._video_dropout, (x.shape[0],))
+      drop = self._drop_probs.get(modality, 0.0)
+      if is_training and drop > 0:
+        keep = jax.random.bernoulli(hk.next_rng_key(), 1.0 - drop, (x.shape[0],))
         x = x * keep.astype(x.dtype).reshape(-1, *[1] * (x.ndim - 1))
       features, content = self._processors[modality](x, is_training=is_training)
       batch, num, channels = features.shape
@@ -272,6 +329,12 @@ class MultimodalPreprocessor(hk.Module):
         )(batch)  # [B, 1, pad]
         padding = jnp.broadcast_to(padding, (batch, num, width - channels))
         features = jnp.concatenate([features, padding.astype(features.dtype)], axis=-1)
+      if self._mask_probs is not None:
+        # Built here, in `__call__`, for the release's parameter path.
+        token = position_encoding.TrainablePositionEncoding(
+          1, num_channels=width, init_scale=0.02, name=f"{modality}_mask_token"
+        )(None)  # [1, width]
+        features = self._mask(modality, features, token, is_training=is_training)
       padded.append(features)
       without_pos.append(jnp.pad(content, ((0, 0), (0, 0), (0, width - content.shape[-1]))))
     return jnp.concatenate(padded, axis=1), jnp.concatenate(without_pos, axis=1)

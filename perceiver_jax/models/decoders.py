@@ -35,6 +35,10 @@ import numpy as np
 from perceiver_jax.models import attention
 from perceiver_jax.models import position_encoding
 
+# How a `BasicDecoder` builds its queries: learned, Fourier features of the output grid, or
+# not at all ('none': the caller builds them, as the multimodal decoder does).
+POSITION_ENCODING_TYPES = ("trainable", "fourier", "none")
+
 
 class BasicDecoder(hk.Module):
   """Cross-attention from output queries to the latents, then an output Linear."""
@@ -57,9 +61,9 @@ class BasicDecoder(hk.Module):
     name: str | None = None,
   ):
     super().__init__(name=name)
-    if position_encoding_type not in ("trainable", "fourier"):
+    if position_encoding_type not in POSITION_ENCODING_TYPES:
       raise ValueError(
-        f"decoder position_encoding_type must be 'trainable' or 'fourier', got "
+        f"decoder position_encoding_type must be one of {POSITION_ENCODING_TYPES}, got "
         f"{position_encoding_type!r}"
       )
     self._output_num_channels = output_num_channels
@@ -88,17 +92,22 @@ class BasicDecoder(hk.Module):
   ) -> jax.Array:
     """Output queries [B, O, Cq] for the encoder's inputs [B, M, C].
 
-    `subsampled_points` ([O] flat indices into `output_index_dims`) selects a subset
-    of the output points, as when decoding a random sample of pixels. With
+    `subsampled_points` ([O] flat indices into `output_index_dims`, or [B, O] for a
+    different subset per example) selects a subset of the output points, as when decoding a
+    random sample of pixels. With
     `concat_preprocessed_input`, `inputs_without_pos` [B, O, C'] (one per output point)
     is concatenated before the position queries. `modality_sizes` is unused here: it is
     part of the interface for decoders over several modalities.
     """
     del modality_sizes
     batch_size = inputs.shape[0]
+    if self._position_encoding_type == "none":
+      raise ValueError("a decoder with position_encoding_type='none' is given its queries")
     if self._position_encoding_type == "trainable":
       query = self.output_pos_enc(batch_size)  # [B, prod(output_index_dims), Cq]
-      if subsampled_points is not None:
+      if subsampled_points is not None and subsampled_points.ndim == 2:
+        query = jnp.take_along_axis(query, subsampled_points[:, :, None], axis=1)
+      elif subsampled_points is not None:
         query = query[:, subsampled_points]
     else:
       pos = None
@@ -107,7 +116,7 @@ class BasicDecoder(hk.Module):
         # The release maps index i to -1 + 2 i / n here (not the grid's
         # -1 + 2 i / (n - 1)); kept so decoded outputs match its checkpoints.
         pos = -1.0 + 2.0 * coords / jnp.asarray(self._output_index_dims, jnp.float32)
-        pos = jnp.broadcast_to(pos[None], (batch_size, *pos.shape))
+        pos = jnp.broadcast_to(pos, (batch_size, *pos.shape[-2:]))  # [B, O, d]
       query = position_encoding.fourier_position_encoding(
         self._output_index_dims, batch_size, pos=pos, **self._fourier_kwargs
       )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from perceiver_jax.tasks import autoencoding
 from perceiver_jax.tasks import base
 from perceiver_jax.tasks import classification
 from perceiver_jax.tasks import flow
@@ -28,6 +29,7 @@ TASKS: dict[str, type[Task]] = {
     masked_lm.MaskedLM,
     glue.Glue,
     flow.Flow,
+    autoencoding.MultimodalAutoencoding,
   )
 }
 
