@@ -276,6 +276,45 @@ def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   atomic_write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=2) + "\n")
 
 
+def _tuples(value):
+  """JSON lists back to the tuples a config declares (nested ones too)."""
+  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def _apply_json(config: ml_collections.ConfigDict, values: dict, prefix: str, base: str) -> None:
+  for key, value in values.items():
+    name = f"{prefix}{key}"
+    if key not in config:
+      raise ValueError(f"{name}={value!r} in config.json: not a field of {base}")
+    default = config[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      if not isinstance(value, dict):
+        raise ValueError(f"{name}={value!r} in config.json: expected a section")
+      _apply_json(default, value, f"{name}.", base)
+    elif isinstance(default, tuple):
+      config[key] = _tuples(value)
+    else:
+      config[key] = value
+
+
+def read_config(
+  workdir: str, config: ml_collections.ConfigDict, base: str
+) -> ml_collections.ConfigDict:
+  """A run's config: `config` (the experiment's, named `base` in errors, e.g.
+  'configs/flow.py:mini') with WORKDIR/config.json applied on top, in place.
+
+  Raises:
+    ValueError: one line, if config.json is missing or holds a field the config lacks.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f"--workdir={workdir!r}: no {CONFIG_FILE}; not a training workdir")
+  with open(path) as f:
+    values = json.load(f)
+  _apply_json(config, values, "", base)
+  return config
+
+
 def format_duration(seconds: float) -> str:
   """`45s`, `6m30s`, `2h05m`: compact and precise enough for an ETA."""
   seconds = round(seconds)

@@ -1,4 +1,4 @@
-"""Tests for perceiver_jax/data/prepare/audioset.py and data/audioset.py on tiny clips.
+"""Tests for perceiver_jax/data/prepare/audioset.py (+ prepare/clips.py) and data/audioset.py.
 
 The clips encode time: frame k of a 25 fps clip has brightness 20 k (500 per second, also
 for the 50 fps clip), and the audio is the ramp 1.8 t (t in seconds), so a window's first
@@ -18,6 +18,7 @@ from perceiver_jax.data import audioset
 from perceiver_jax.data import datasets
 from perceiver_jax.data import image_ops
 from perceiver_jax.data.prepare import audioset as prepare_audioset
+from perceiver_jax.data.prepare import clips as prepare_clips
 from perceiver_jax.tools import av_io
 
 SECONDS = 0.48  # 12 frames at 25 fps
@@ -74,8 +75,8 @@ def prepared(tmp_path_factory):
     HEADER + 'fffffffffff, 20.000, 30.000, "/m/c7,/m/c526"\nbbbbbbbbbbb, 0.000, 0.480, "/m/c1"\n'
   )
   indices = prepare_audioset.read_class_indices(str(root / "class_labels_indices.csv"))
-  index = prepare_audioset.index_clips(str(clips))
-  options = prepare_audioset.Options(frame_size=20)
+  index = prepare_clips.index_clips(str(clips))
+  options = prepare_clips.Options(frame_size=20)
   summaries = {
     name: prepare_audioset.prepare_split(
       str(root / f"{name}_segments.csv"), indices, index, str(out), options, examples_per_shard=2

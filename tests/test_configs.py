@@ -42,6 +42,7 @@ ARGS = {
   ],
   "modelnet40": [None, "format=off", "runlocal"],
   "flow": [None, "runlocal", "mini"],
+  "kinetics_autoencoding": [None, "latents=392", "latents=196", "runlocal", "mini,latents=16"],
 }
 
 

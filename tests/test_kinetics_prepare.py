@@ -1,4 +1,5 @@
-"""Tests for perceiver_jax/data/prepare/kinetics.py and data/kinetics_classes.py on tiny clips."""
+"""Tests for perceiver_jax/data/prepare/kinetics.py (+ prepare/clips.py's shard writer) and
+data/kinetics_classes.py on tiny clips."""
 
 import json
 import os
@@ -11,7 +12,7 @@ import pytest
 from perceiver_jax.data import audioset
 from perceiver_jax.data import image_ops
 from perceiver_jax.data import kinetics_classes
-from perceiver_jax.data.prepare import audioset as prepare_audioset
+from perceiver_jax.data.prepare import clips as prepare_clips
 from perceiver_jax.data.prepare import kinetics as prepare_kinetics
 from perceiver_jax.tools import av_io
 
@@ -61,7 +62,7 @@ def _prepare(kinetics, out, csvs, examples_per_shard=1, **options):
     [str(kinetics / f"{name}.csv") for name in csvs],
     str(kinetics / "clips"),
     str(out),
-    prepare_audioset.Options(frame_size=20, **options),
+    prepare_clips.Options(frame_size=20, **options),
     classes=str(kinetics / "classes.txt"),
     examples_per_shard=examples_per_shard,
   )
@@ -74,7 +75,7 @@ def test_preparation_counts_skips_and_writes_decodable_records(kinetics, tmp_pat
   assert train["skipped"][0] == "missing ccccccccccc"
   assert train["skipped"][1].startswith("unreadable ddddddddddd: ")
   assert train["skipped"][2] == "no_audio eeeeeeeeeee"
-  assert "(missing 1, unreadable 1, no_audio 1)" in prepare_audioset.describe(train)
+  assert "(missing 1, unreadable 1, no_audio 1)" in prepare_clips.describe(train)
   with open(tmp_path / "train.json") as f:
     assert json.load(f) == train
   assert sorted(os.listdir(tmp_path)) == [
@@ -151,8 +152,8 @@ def _record_or_fail(name):
 
 def test_a_failed_run_leaves_no_summary_and_no_partial_shards(kinetics, tmp_path):
   _prepare(kinetics, tmp_path, ["train"])
-  jobs = [prepare_audioset.Job(n, _record_or_fail, (n,)) for n in ("good", "good", "bad")]
+  jobs = [prepare_clips.Job(n, _record_or_fail, (n,)) for n in ("good", "good", "bad")]
   with pytest.raises(TypeError, match="a bug"):
-    prepare_audioset.write_split(jobs, str(tmp_path), "train", examples_per_shard=1)
+    prepare_clips.write_split(jobs, str(tmp_path), "train", examples_per_shard=1)
   # The first run's shards are still there, but without a summary that vouches for them.
   assert sorted(os.listdir(tmp_path)) == ["train-00000.array_record", "train-00001.array_record"]

@@ -29,6 +29,8 @@ GOLDEN_PARAM_COUNTS = {
   "optical_flow": 41_057_134,  # the released flow model (test_flow_model.py)
   "flow_testing": 35_902,
   "flow_mini": 573_518,
+  "multimodal_autoencoding": 19_858_855,  # the released video autoencoder (test_multimodal.py)
+  "multimodal_testing": 43_070,
 }
 
 

@@ -65,41 +65,10 @@ BACKGROUND_TOLERANCE = 0.01
 FlowFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def _tuples(value):
-  """JSON lists back to the tuples the config declares (nested ones too)."""
-  return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-def _apply_json(config: ml_collections.ConfigDict, values: dict, prefix: str) -> None:
-  for key, value in values.items():
-    name = f"{prefix}{key}"
-    if key not in config:
-      raise ValueError(f"{name}={value!r} in config.json: not a field of configs/flow.py:mini")
-    default = config[key]
-    if isinstance(default, ml_collections.ConfigDict):
-      if not isinstance(value, dict):
-        raise ValueError(f"{name}={value!r} in config.json: expected a section")
-      _apply_json(default, value, f"{name}.")
-    elif isinstance(default, tuple):
-      config[key] = _tuples(value)
-    else:
-      config[key] = value
-
-
 def run_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config: `configs/flow.py:mini` with WORKDIR/config.json applied on top.
-
-  Raises:
-    ValueError: one line, if config.json is missing or holds a field the config lacks.
-  """
-  path = os.path.join(workdir, metrics.CONFIG_FILE)
-  if not os.path.exists(path):
-    raise ValueError(f"--workdir={workdir!r}: no {metrics.CONFIG_FILE}; not a training workdir")
-  with open(path) as f:
-    values = json.load(f)
-  config = flow_config.get_config("mini")
-  _apply_json(config, values, "")
-  return config
+  """The run's config: `configs/flow.py:mini` with WORKDIR/config.json applied on top
+  (`metrics.read_config`)."""
+  return metrics.read_config(workdir, flow_config.get_config("mini"), "configs/flow.py:mini")
 
 
 def _affine_basis(size: tuple[int, int]) -> np.ndarray:

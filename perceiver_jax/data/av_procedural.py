@@ -97,7 +97,8 @@ def make_clip(
     frames[t] = np.clip(background * (1 - cover) + colour * cover, 0.0, 1.0)
 
   # Sound: the class's tone, pitch from height (top = an octave up), loudness from x.
-  base_hz = sample_rate * (0.03 + 0.12 * label / max(num_classes - 1, 1))
+  # Low tones (a period of 30 to 250 samples), so that a patch of audio is smooth.
+  base_hz = sample_rate * (0.004 + 0.012 * label / max(num_classes - 1, 1))
   total = num_frames * samples_per_frame
   frame_of_sample = np.arange(total) / samples_per_frame  # fractional frame index
   height = 1.0 - np.interp(frame_of_sample, steps, (ys - low) / max(high - low, 1e-6))

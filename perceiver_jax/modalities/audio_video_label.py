@@ -114,9 +114,9 @@ def modality_sizes(cfg: ml_collections.ConfigDict) -> dict[str, int]:
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ValueError, one line naming the field and its value, for impossible settings."""
   s = cfg[SECTION]
-  audio_video.validate_audio(s.audio, SECTION)
-  if s.audio.prep != "raw":
+  if s.audio.prep != "raw":  # first: the other audio checks would name mel's fields instead
     _fail("audio.prep", s.audio.prep, "the autoencoder reconstructs raw audio patches ('raw')")
+  audio_video.validate_audio(s.audio, SECTION)
   audio_video.validate_video(s.image, SECTION, "image")
   if s.min_padding_size < 0:
     _fail("min_padding_size", s.min_padding_size, "must be >= 0")

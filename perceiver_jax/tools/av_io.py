@@ -2,7 +2,7 @@
 
 `read_clip` decodes a video file as the models' inputs need it: frames at a fixed rate (the
 frame on screen at each multiple of 1 / fps, as the AudioSet and Kinetics preparation samples
-them: the same code, `data/prepare/audioset.py`), each centre-cropped to a square and resized
+them: the same code, `data/prepare/clips.py`), each centre-cropped to a square and resized
 to `size` x `size`, and the first audio stream as mono float audio at `sample_rate`.
 `write_clip` writes frames and audio back to a video file, atomically.
 
@@ -22,10 +22,27 @@ import numpy as np
 from PIL import Image
 
 from perceiver_jax import atomic
-from perceiver_jax.data.prepare import audioset as prepare_audioset
+from perceiver_jax.data.prepare import clips
 
 # Container format and audio codec by file extension; the video is H.264 (yuv420p) in all.
 CONTAINERS = {".mp4": ("mp4", "aac"), ".mov": ("mov", "aac"), ".mkv": ("matroska", "pcm_s16le")}
+# Sample rates AAC stores (7,350 Hz too, left out: few players take it); audio at another rate
+# is resampled to the next one up.
+AAC_RATES = (
+  7350,
+  8000,
+  11025,
+  12000,
+  16000,
+  22050,
+  24000,
+  32000,
+  44100,
+  48000,
+  64000,
+  88200,
+  96000,
+)
 _VIDEO_CODEC = "libx264"
 _VIDEO_OPTIONS = {"crf": "18"}  # visually near lossless
 
@@ -68,14 +85,14 @@ def read_clip(
     raise ClipError(f"{path}: no such file")
   seconds = math.inf if max_seconds is None else max_seconds
   try:
-    frames = prepare_audioset.frames_at(path, fps, functools.partial(_square, size=size), seconds)
+    frames = clips.frames_at(path, fps, functools.partial(_square, size=size), seconds)
     try:
-      audio = prepare_audioset.decode_audio(path, sample_rate, seconds)
+      audio = clips.decode_audio(path, sample_rate, seconds)
       audio = np.clip(audio[: round(len(frames) * sample_rate / fps)], -1.0, 1.0)
-    except prepare_audioset.NoAudioError:
+    except clips.NoAudioError:
       audio = None
-  except prepare_audioset.DECODE_ERRORS as e:
-    raise ClipError(f"{path}: {prepare_audioset.error_line(e)}") from e
+  except clips.DECODE_ERRORS as e:
+    raise ClipError(f"{path}: {clips.error_line(e)}") from e
   return Clip(np.stack(frames), audio, fps, sample_rate)
 
 
@@ -93,8 +110,9 @@ def write_clip(
 ) -> None:
   """Writes frames uint8 [T, H, W, 3] (H and W even) at `fps` and, unless None, mono audio
   float32 [S] in [-1, 1] at `sample_rate` to a video file (.mp4, .mov or .mkv: see
-  CONTAINERS). Written to a temporary file in the same folder and renamed into place when
-  complete, so `path` is never left half-written."""
+  CONTAINERS; AAC audio at a rate it cannot store is resampled to the next rate up). Written
+  to a temporary file in the same folder and renamed into place when complete, so `path` is
+  never left half-written."""
   extension = os.path.splitext(path)[1].lower()
   if extension not in CONTAINERS:
     raise ValueError(f"{path}: expected one of the extensions {sorted(CONTAINERS)}")
@@ -105,11 +123,16 @@ def write_clip(
     video = container.add_stream(_VIDEO_CODEC, rate=fps, options=_VIDEO_OPTIONS)
     video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
     if audio is not None:  # every stream is added before the first packet is muxed
-      stream = container.add_stream(audio_codec, rate=sample_rate, layout="mono")
-      samples = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)[None]  # [1, S]
-      frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
-      frame.sample_rate, frame.pts = sample_rate, 0
-      frame.time_base = fractions.Fraction(1, sample_rate)
+      rate = sample_rate
+      if audio_codec == "aac" and rate not in AAC_RATES:
+        rate = min((r for r in AAC_RATES if r > rate), default=AAC_RATES[-1])
+      samples = clips.resample(np.asarray(audio, np.float32), sample_rate, rate)
+      stream = container.add_stream(audio_codec, rate=rate, layout="mono")
+      frame = av.AudioFrame.from_ndarray(
+        np.clip(samples, -1.0, 1.0)[None], format="flt", layout="mono"
+      )
+      frame.sample_rate, frame.pts = rate, 0
+      frame.time_base = fractions.Fraction(1, rate)
       container.mux([*stream.encode(frame), *stream.encode()])
     for k, pixels in enumerate(frames):
       frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")

@@ -2,7 +2,7 @@
 
 `scripts/prepare_kinetics.py` is its command line (`pip install -e .[audioset]`: PyAV and
 soundfile). The records are AudioSet's (`perceiver_jax.data.audioset.encode_example`), made by
-the same code (`prepare/audioset.py`), so the same reader decodes them.
+the same code (`prepare/clips.py`), so the same reader decodes them.
 
 Inputs: the annotation CSVs of the release (train.csv, validate.csv, test.csv) with the header
 `label,youtube_id,time_start,time_end,split` (times in whole seconds). The test CSV has no
@@ -26,7 +26,7 @@ only label: audio resampled to 48 kHz mono, frames at 25 fps with the shorter si
 cannot be decoded ("unreadable") or that have no audio stream ("no_audio") are skipped and
 counted; with `Options.silent_without_audio` the last are written with silent audio instead.
 The counts and the skipped ids go to OUTPUT_DIR/<split>.json, written last
-(`prepare/audioset.py` `write_split`).
+(`prepare/clips.py` `write_split`).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import csv
 import os
 
 from perceiver_jax.data import kinetics_classes
-from perceiver_jax.data.prepare import audioset as prepare_audioset
+from perceiver_jax.data.prepare import clips
 
 UNKNOWN_LABEL = -1
 SKIP_KINDS = ("missing", "unreadable", "no_audio")
@@ -44,7 +44,7 @@ _LABELLED = ("label", "youtube_id", "time_start", "time_end", "split")
 _HEADERS = (_LABELLED, _LABELLED[1:], (*_LABELLED, "is_cc"), (*_LABELLED[1:], "is_cc"))
 
 
-def read_annotations(path: str, class_indices: dict[str, int]) -> list[prepare_audioset.Segment]:
+def read_annotations(path: str, class_indices: dict[str, int]) -> list[clips.Segment]:
   """An annotation CSV -> its clips, label (index,) or (UNKNOWN_LABEL,) without labels.
 
   An unknown header, a malformed line or an unknown label raises a one-line ValueError naming
@@ -81,7 +81,7 @@ def read_annotations(path: str, class_indices: dict[str, int]) -> list[prepare_a
           f"{path}:{line}: label {label!r} is not one of the {len(class_indices)} classes"
         )
       index = UNKNOWN_LABEL if label is None else class_indices[label]
-      segments.append(prepare_audioset.Segment(ytid, float(start_s), float(end_s), (index,)))
+      segments.append(clips.Segment(ytid, float(start_s), float(end_s), (index,)))
   return segments
 
 
@@ -90,27 +90,25 @@ def split_name(csv_path: str) -> str:
   return os.path.splitext(os.path.basename(csv_path))[0]
 
 
-def clip_stems(segment: prepare_audioset.Segment) -> tuple[str, str]:
+def clip_stems(segment: clips.Segment) -> tuple[str, str]:
   """The file names (without extension) a clip may have, in the order tried."""
   start, end = round(segment.start_seconds), round(segment.end_seconds)
   return f"{segment.ytid}_{start:06d}_{end:06d}", segment.ytid
 
 
-def load_clip(
-  segment: prepare_audioset.Segment, video: str, audio: str, options: prepare_audioset.Options
-) -> bytes:
-  """AudioSet's `load_segment`, with clips without audio counted as "no_audio"."""
+def load_clip(segment: clips.Segment, video: str, audio: str, options: clips.Options) -> bytes:
+  """`clips.load_segment`, with clips without audio counted as "no_audio"."""
   try:
-    return prepare_audioset.load_segment(segment, video, audio, options)
-  except prepare_audioset.NoAudioError:
-    raise prepare_audioset.SkipClip("no_audio") from None
+    return clips.load_segment(segment, video, audio, options)
+  except clips.NoAudioError:
+    raise clips.SkipClip("no_audio") from None
 
 
 def prepare(
   annotation_csvs: list[str],
   clips_dir: str,
   output_dir: str,
-  options: prepare_audioset.Options,
+  options: clips.Options,
   *,
   classes: str | None = None,
   examples_per_shard: int = 1024,
@@ -127,23 +125,15 @@ def prepare(
     if split_name(csv_path) in splits:
       raise ValueError(f"{csv_path}: a second CSV for split {split_name(csv_path)!r}")
     splits[split_name(csv_path)] = read_annotations(csv_path, class_indices)
-  clip_index = prepare_audioset.index_clips(clips_dir)
-  summaries = []
-  for split, segments in splits.items():
-    jobs = [
-      prepare_audioset.Job(
-        s.ytid, load_clip, (s, *prepare_audioset.find_clip(clip_stems(s), clip_index), options)
-      )
-      for s in segments
-    ]
-    summaries.append(
-      prepare_audioset.write_split(
-        jobs,
-        output_dir,
-        split,
-        skip_kinds=SKIP_KINDS,
-        examples_per_shard=examples_per_shard,
-        num_workers=num_workers,
-      )
+  clip_index = clips.index_clips(clips_dir)
+  return [
+    clips.write_split(
+      clips.segment_jobs(segments, clip_stems, clip_index, options, load_clip),
+      output_dir,
+      split,
+      skip_kinds=SKIP_KINDS,
+      examples_per_shard=examples_per_shard,
+      num_workers=num_workers,
     )
-  return summaries
+    for split, segments in splits.items()
+  ]
