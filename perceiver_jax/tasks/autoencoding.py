@@ -55,6 +55,37 @@ def _targets(batch: base.Batch, image_points, audio_points, samples_per_patch: i
   return gather(pixels, image_points), gather(patches, audio_points)
 
 
+def _error_sums(outputs, image_true, audio_true, image_keep=1.0, audio_keep=1.0) -> dict:
+  """Per-example sums [b] of |error| and error^2 of the decoded video and audio; `*_keep`
+  [1, O, 1] weighs each point (0: a repeated point not to count)."""
+  image_error = (outputs["image"] - image_true) * image_keep
+  audio_error = (outputs["audio"] - audio_true) * audio_keep
+  return {
+    "image_abs": jnp.sum(jnp.abs(image_error), axis=(1, 2)),
+    "image_sq": jnp.sum(jnp.square(image_error), axis=(1, 2)),
+    "audio_abs": jnp.sum(jnp.abs(audio_error), axis=(1, 2)),
+    "audio_sq": jnp.sum(jnp.square(audio_error), axis=(1, 2)),
+  }
+
+
+def samples_per_patch(apply_fn, inputs) -> int:
+  """The samples of one decoded audio patch, from the output shapes of a one-point call
+  (`jax.eval_shape`: nothing is computed)."""
+  one = jnp.zeros((1,), jnp.int32)
+  points = {"image": one, "audio": one}
+  shapes = jax.eval_shape(lambda x: apply_fn(x, subsampled_points=points), inputs)
+  return shapes["audio"].shape[-1]
+
+
+def chunk_points(k: jax.Array, num_points: int, chunks: int) -> tuple[jax.Array, jax.Array]:
+  """Chunk k of `chunks` consecutive chunks of `num_points` output points: (flat indices [c],
+  keep [c]) with c = ceil(num_points / chunks). So that every chunk has one shape (one
+  compiled call), the last chunk repeats the last point; `keep` is False on the repeats."""
+  size = -(-num_points // chunks)
+  index = k * size + jnp.arange(size)
+  return jnp.minimum(index, num_points - 1), index < num_points
+
+
 @dataclasses.dataclass(frozen=True)
 class MultimodalAutoencoding(base.Task):
   """Reconstruction of video, audio and label (see the module docstring).
@@ -85,16 +116,10 @@ class MultimodalAutoencoding(base.Task):
     return {"subsampled_points": {"image": labels["image_points"], "audio": labels["audio_points"]}}
 
   def _terms(self, outputs, batch, image_points, audio_points):
-    """Per-example sums of |error| and error^2 of video and audio, the CE and the counts."""
-    samples_per_patch = outputs["audio"].shape[-1]
-    image_true, audio_true = _targets(batch, image_points, audio_points, samples_per_patch)
-    image_error = outputs["image"] - image_true
-    audio_error = outputs["audio"] - audio_true
+    """Per-example error sums of the decoded points, and how many values they cover."""
+    image_true, audio_true = _targets(batch, image_points, audio_points, outputs["audio"].shape[-1])
     return {
-      "image_abs": jnp.sum(jnp.abs(image_error), axis=(1, 2)),
-      "image_sq": jnp.sum(jnp.square(image_error), axis=(1, 2)),
-      "audio_abs": jnp.sum(jnp.abs(audio_error), axis=(1, 2)),
-      "audio_sq": jnp.sum(jnp.square(audio_error), axis=(1, 2)),
+      **_error_sums(outputs, image_true, audio_true),
       "image_values": float(image_true.shape[1] * image_true.shape[2]),
       "audio_values": float(audio_true.shape[1] * audio_true.shape[2]),
     }
@@ -133,39 +158,26 @@ class MultimodalAutoencoding(base.Task):
     inputs, classes = batch["inputs"], batch["labels"]["class"]
     video = inputs["image"]
     num_pixels = video.shape[1] * video.shape[2] * video.shape[3]
-    # The samples per audio patch, from the shapes of a one-point call (nothing is computed).
-    one = jnp.zeros((1,), jnp.int32)
-    shapes = jax.eval_shape(
-      lambda: apply_fn(inputs, subsampled_points={"image": one, "audio": one})
-    )
-    samples_per_patch = shapes["audio"].shape[-1]
-    num_patches = inputs["audio"].shape[1] // samples_per_patch
-    image_chunk = -(-num_pixels // self.eval_chunks)
-    audio_chunk = -(-num_patches // self.eval_chunks)
+    patch = samples_per_patch(apply_fn, inputs)
+    num_patches = inputs["audio"].shape[1] // patch
 
     def chunk(k):
-      # The last chunk repeats the last point to keep one shape; repeats are not counted.
-      image_index = k * image_chunk + jnp.arange(image_chunk)
-      audio_index = k * audio_chunk + jnp.arange(audio_chunk)
-      image_points = jnp.minimum(image_index, num_pixels - 1)
-      audio_points = jnp.minimum(audio_index, num_patches - 1)
+      image_points, image_keep = chunk_points(k, num_pixels, self.eval_chunks)
+      audio_points, audio_keep = chunk_points(k, num_patches, self.eval_chunks)
       outputs = apply_fn(inputs, subsampled_points={"image": image_points, "audio": audio_points})
-      image_true, audio_true = _targets(batch, image_points, audio_points, samples_per_patch)
-      image_keep = (image_index < num_pixels).astype(jnp.float32)[None, :, None]
-      audio_keep = (audio_index < num_patches).astype(jnp.float32)[None, :, None]
-      image_error = (outputs["image"] - image_true) * image_keep
-      audio_error = (outputs["audio"] - audio_true) * audio_keep
-      sums = {
-        "image_abs": jnp.sum(jnp.abs(image_error), axis=(1, 2)),
-        "image_sq": jnp.sum(jnp.square(image_error), axis=(1, 2)),
-        "audio_abs": jnp.sum(jnp.abs(audio_error), axis=(1, 2)),
-        "audio_sq": jnp.sum(jnp.square(audio_error), axis=(1, 2)),
-      }
+      image_true, audio_true = _targets(batch, image_points, audio_points, patch)
+      sums = _error_sums(
+        outputs,
+        image_true,
+        audio_true,
+        image_keep.astype(jnp.float32)[None, :, None],
+        audio_keep.astype(jnp.float32)[None, :, None],
+      )
       return sums, outputs["label"]
 
     sums, logits = jax.lax.map(chunk, jnp.arange(self.eval_chunks))  # [K, b], [K, b, C]
     sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), sums)  # [b]
-    image_values, audio_values = float(num_pixels * 3), float(num_patches * samples_per_patch)
+    image_values, audio_values = float(num_pixels * 3), float(num_patches * patch)
     label = self._label_terms(logits[0], classes)  # the label is the same in every chunk
     per_example = {
       "image_psnr": psnr(sums["image_sq"] / image_values),

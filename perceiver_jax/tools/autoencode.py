@@ -117,30 +117,29 @@ def window_model(
   window, decoded in `chunks` calls of one compiled shape (the last chunk repeats the last
   point; the repeats are dropped)."""
   num_pixels = geo.num_frames * geo.image_size**2
-  one = jnp.zeros((1,), jnp.int32)
   label = jnp.zeros((1, geo.num_classes), jnp.float32)  # masked at evaluation
 
-  def apply(image, audio, points):
-    inputs = {"image": image[None], "audio": audio[None], "label": label}
-    return forward.apply(params, state, None, inputs, is_training=False, subsampled_points=points)[
-      0
-    ]
+  def outputs(inputs, subsampled_points):
+    return forward.apply(
+      params, state, None, inputs, is_training=False, subsampled_points=subsampled_points
+    )[0]
 
-  shapes = jax.eval_shape(
-    apply,
-    jax.ShapeDtypeStruct((geo.num_frames, geo.image_size, geo.image_size, 3), jnp.float32),
-    jax.ShapeDtypeStruct((geo.num_samples,), jnp.float32),
-    {"image": one, "audio": one},
-  )
-  samples_per_patch = shapes["audio"].shape[-1]
-  num_patches = geo.num_samples // samples_per_patch
-  image_chunk, audio_chunk = -(-num_pixels // chunks), -(-num_patches // chunks)
+  frames_shape = (1, geo.num_frames, geo.image_size, geo.image_size, 3)
+  window = {
+    "image": jax.ShapeDtypeStruct(frames_shape, jnp.float32),
+    "audio": jax.ShapeDtypeStruct((1, geo.num_samples), jnp.float32),
+    "label": label,
+  }
+  num_patches = geo.num_samples // autoencoding.samples_per_patch(outputs, window)
+
+  def apply(image, audio, points):
+    return outputs({"image": image[None], "audio": audio[None], "label": label}, points)
 
   @jax.jit
   def chunk(image, audio, k):
     points = {
-      "image": jnp.minimum(k * image_chunk + jnp.arange(image_chunk), num_pixels - 1),
-      "audio": jnp.minimum(k * audio_chunk + jnp.arange(audio_chunk), num_patches - 1),
+      "image": autoencoding.chunk_points(k, num_pixels, chunks)[0],
+      "audio": autoencoding.chunk_points(k, num_patches, chunks)[0],
     }
     out = apply(image, audio, points)
     return out["image"][0], out["audio"][0], out["label"][0]
