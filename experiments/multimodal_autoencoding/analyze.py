@@ -38,6 +38,7 @@ from matplotlib import pyplot as plt  # noqa: E402
 from configs import kinetics_autoencoding  # noqa: E402
 from perceiver_jax import metrics  # noqa: E402
 from perceiver_jax import model  # noqa: E402
+from perceiver_jax.data import av_procedural  # noqa: E402
 from perceiver_jax.data import datasets  # noqa: E402
 from perceiver_jax.modalities import audio_video_label  # noqa: E402
 from perceiver_jax.tools import autoencode  # noqa: E402
@@ -146,15 +147,19 @@ def check_evaluate(results: dict) -> None:
 
 
 def plot_reconstructions(clips, recons, runs, path: str, count: int = 3) -> None:
+  """The first held-out clips of `count` different shapes, each input above its
+  reconstructions."""
   frames = clips["image"].shape[1]
   rows = count * (1 + len(runs))
   fig, axes = plt.subplots(rows, frames, figsize=(frames * 1.1, rows * 1.15))
-  for c in range(count):
-    sources = [("input", clips["image"][c])] + [
+  shapes = clips["class"] % len(av_procedural.SHAPES)
+  shown = [int(np.flatnonzero(shapes == s)[0]) for s in np.unique(shapes)[:count]]
+  for i, c in enumerate(shown):
+    sources = [(f"input ({clips['class'][c]})", clips["image"][c])] + [
       (f"{r['latents']} latents", rec["image"][c]) for r, rec in zip(runs, recons, strict=True)
     ]
     for s, (name, video) in enumerate(sources):
-      row = c * len(sources) + s
+      row = i * len(sources) + s
       for t in range(frames):
         ax = axes[row, t]
         ax.imshow(np.clip(video[t], 0, 1), interpolation="nearest")
