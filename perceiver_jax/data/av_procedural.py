@@ -2,10 +2,10 @@
 
 A clip of class c (of K) shows one shape of class c's form and colour moving in a straight
 line over a textured background and bouncing off the frame's edges, and its sound is class
-c's tone whose pitch follows the shape's height (an octave from bottom to top) and whose
-loudness follows its horizontal position; each bounce adds a short click. So video, audio and
-label share structure: the label fixes the shape, colour and the tone's base pitch, and the
-motion drives both the pictures and the sound, frame by frame.
+c's tone (its pitch fixed by the class, starting in phase), louder the further right the
+shape is, with a short click at each bounce. So video, audio and label share structure: the
+label fixes the shape, the colour and the pitch, and the motion drives both the pictures and
+the loudness, frame by frame.
 
 `make_clip(rng, ...)` draws one clip: {"image": float32 [T, H, W, 3] in [0, 1], "audio":
 float32 [T * samples_per_frame] in [-1, 1], "label": int}. Everything is a function of the
@@ -96,16 +96,13 @@ def make_clip(
     cover = _shape_mask(kind, yy - ys[t], xx - xs[t], radius)[..., None]
     frames[t] = np.clip(background * (1 - cover) + colour * cover, 0.0, 1.0)
 
-  # Sound: the class's tone, pitch from height (top = an octave up), loudness from x.
+  # Sound: the class's tone, starting in phase, louder as the shape moves right.
   # Low tones (a period of 30 to 250 samples), so that a patch of audio is smooth.
-  base_hz = sample_rate * (0.004 + 0.012 * label / max(num_classes - 1, 1))
+  tone_hz = sample_rate * (0.004 + 0.03 * label / max(num_classes - 1, 1))
   total = num_frames * samples_per_frame
   frame_of_sample = np.arange(total) / samples_per_frame  # fractional frame index
-  height = 1.0 - np.interp(frame_of_sample, steps, (ys - low) / max(high - low, 1e-6))
   loudness = 0.25 + 0.5 * np.interp(frame_of_sample, steps, (xs - low) / max(high - low, 1e-6))
-  frequency_hz = base_hz * 2.0**height
-  phase = 2 * np.pi * np.cumsum(frequency_hz) / sample_rate + rng.uniform(0, 2 * np.pi)
-  audio = loudness * np.sin(phase)
+  audio = loudness * np.sin(2 * np.pi * tone_hz * np.arange(total) / sample_rate)
   clicks = np.flatnonzero(y_bounce | x_bounce)
   click_length = max(samples_per_frame // 4, 1)
   for t in clicks:
