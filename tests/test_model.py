@@ -24,7 +24,7 @@ def test_input_channels_matches_the_built_model(name):
   elif cfg.architecture == "transformer":
     assert params["transformer/embed"]["w"].shape[0] == channels
   else:
-    kv_ln = params["perceiver_encoder/~/cross_attention/layer_norm_1"]["scale"]
+    kv_ln = params[f"{cfg.encoder_name}/~/cross_attention/layer_norm_1"]["scale"]
     assert kv_ln.shape == (channels,)
 
 

@@ -201,7 +201,7 @@ def plot_learning_curve(workdirs, runs, baselines, path: str) -> None:
   ):
     for name, value in baselines[key].items():
       ax.axhline(value, ls="--", lw=1, color="grey")
-      ax.annotate(name, (0, value), fontsize=7, va="bottom")
+      ax.annotate(name, (0.01, value), xycoords=("axes fraction", "data"), fontsize=7, va="bottom")
     ax.set_title(title)
     ax.set_xlabel("step")
     ax.legend(fontsize=8)
