@@ -56,7 +56,6 @@ from perceiver_jax.models import baselines
 from perceiver_jax.models import decoders
 from perceiver_jax.models import encoder as encoder_lib
 from perceiver_jax.models import flow as flow_lib
-from perceiver_jax.models import multimodal as multimodal_lib
 from perceiver_jax.models import precision
 
 
@@ -116,52 +115,10 @@ def _sentence_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module
 
 
 def _multimodal_decoder(cfg: ml_collections.ConfigDict, preprocessor):
-  """The video autoencoder's decoder: per-modality queries decoded together, then each
-  modality's postprocessor (`models.multimodal`); modality 'audio_video_label'."""
+  """The video autoencoder's decoder (`models.multimodal`), built by its modality's adapter
+  from `audio_video_label.queries`."""
   del preprocessor
-  section = cfg.audio_video_label
-  q, points = section.queries, modalities.audio_video_label.num_points(cfg)
-  video = section.image
-  query_decoders = {
-    "audio": decoders.BasicDecoder(
-      output_num_channels=q.output_channels,
-      output_index_dims=(points["audio"],),
-      position_encoding_type="fourier",
-      fourier_kwargs=dict(
-        num_bands=q.audio_num_bands, max_resolution=tuple(q.audio_max_resolution)
-      ),
-      name="audio_query",
-    ),
-    "image": decoders.BasicDecoder(
-      output_num_channels=q.output_channels,
-      output_index_dims=(video.num_frames, video.image_size, video.image_size),
-      position_encoding_type="fourier",
-      fourier_kwargs=dict(
-        num_bands=q.image_num_bands, max_resolution=tuple(q.image_max_resolution)
-      ),
-      name="image_query",
-    ),
-    "label": decoders.ClassificationDecoder(
-      num_classes=cfg.num_classes,
-      num_z_channels=q.label_channels,
-      trainable_kwargs={"init_scale": q.label_init_scale},
-      name="classification_decoder",
-    ),
-  }
-  decoder = multimodal_lib.MultimodalDecoder(
-    query_decoders,
-    output_num_channels=q.output_channels,
-    min_padding_size=q.min_padding_size,
-    num_heads=cfg.decoder.num_heads,
-    qk_channels=_or_none(cfg.decoder.qk_channels),
-    use_query_residual=cfg.decoder.use_query_residual,
-  )
-  postprocessors = {
-    "audio": multimodal_lib.AudioPostprocessor(section.audio.samples_per_patch),
-    "image": decoders.ProjectionPostprocessor(3),
-    "label": decoders.ClassificationPostprocessor(cfg.num_classes),
-  }
-  return multimodal_lib.MultimodalAutoencodingDecoder(decoder, postprocessors, points)
+  return modalities.audio_video_label.build_decoder(cfg)
 
 
 def _flow_decoder(cfg: ml_collections.ConfigDict, preprocessor) -> hk.Module:

@@ -16,7 +16,8 @@ probability `mask_probs[modality]` in training (the label: 0.5 in the paper) and
 modules are those of `perceiver_jax.models.audio_video` (the AudioSet processors); the audio
 and video sub-sections have the fields of the 'audio_video' modality's.
 
-`queries` configures the decoder (`decoder.type='multimodal'`, `models.multimodal`): Fourier
+`queries` configures the decoder (`decoder.type='multimodal'`, `models.multimodal`, built by
+`build_decoder`, which `model.DECODERS['multimodal']` calls): Fourier
 queries of every audio patch and every pixel, one learned query for the label, padded to a
 common width (the widest + `queries.min_padding_size`: 1,024 + 2 = 1,026), decoded to
 `queries.output_channels` (512) features per point.
@@ -31,6 +32,8 @@ import numpy as np
 
 from perceiver_jax.modalities import audio_video
 from perceiver_jax.models import audio_video as av_models
+from perceiver_jax.models import decoders
+from perceiver_jax.models import multimodal
 from perceiver_jax.models import position_encoding
 
 SECTION = "audio_video_label"
@@ -170,3 +173,52 @@ def build_preprocessor(cfg: ml_collections.ConfigDict) -> av_models.MultimodalPr
     mask_probs=dict(s.mask_probs),
     eval_mask_probs=dict(s.eval_mask_probs),
   )
+
+
+def build_decoder(cfg: ml_collections.ConfigDict) -> multimodal.MultimodalAutoencodingDecoder:
+  """The decoder of `config.model` (`decoder.type='multimodal'`): every modality's queries
+  decoded together, then each modality's postprocessor; call inside a Haiku transform. The
+  label's query decoder and the postprocessors are top-level modules, as in the release."""
+  section = cfg.audio_video_label
+  q, points = section.queries, num_points(cfg)
+  video = section.image
+  query_decoders = {
+    "audio": decoders.BasicDecoder(
+      output_num_channels=q.output_channels,
+      output_index_dims=(points["audio"],),
+      position_encoding_type="fourier",
+      fourier_kwargs=dict(
+        num_bands=q.audio_num_bands, max_resolution=tuple(q.audio_max_resolution)
+      ),
+      name="audio_query",
+    ),
+    "image": decoders.BasicDecoder(
+      output_num_channels=q.output_channels,
+      output_index_dims=(video.num_frames, video.image_size, video.image_size),
+      position_encoding_type="fourier",
+      fourier_kwargs=dict(
+        num_bands=q.image_num_bands, max_resolution=tuple(q.image_max_resolution)
+      ),
+      name="image_query",
+    ),
+    "label": decoders.ClassificationDecoder(
+      num_classes=cfg.num_classes,
+      num_z_channels=q.label_channels,
+      trainable_kwargs={"init_scale": q.label_init_scale},
+      name="classification_decoder",
+    ),
+  }
+  decoder = multimodal.MultimodalDecoder(
+    query_decoders,
+    output_num_channels=q.output_channels,
+    min_padding_size=q.min_padding_size,
+    num_heads=cfg.decoder.num_heads,
+    qk_channels=cfg.decoder.qk_channels or None,
+    use_query_residual=cfg.decoder.use_query_residual,
+  )
+  postprocessors = {
+    "audio": multimodal.AudioPostprocessor(section.audio.samples_per_patch),
+    "image": decoders.ProjectionPostprocessor(3),
+    "label": decoders.ClassificationPostprocessor(cfg.num_classes),
+  }
+  return multimodal.MultimodalAutoencodingDecoder(decoder, postprocessors, points)
