@@ -22,8 +22,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import common  # noqa: E402
 
 # The image model's heads; the 'embedding' decoder is the text model's, tied to its input,
-# and the 'flow' decoder the flow model's, whose queries are its frame-pair inputs.
-KINDS = [f"decoder={d}" for d in model.DECODERS if d not in ("embedding", "flow")] + [
+# the 'flow' decoder the flow model's, whose queries are its frame-pair inputs, and the
+# 'multimodal' decoder the autoencoder's, whose queries are its audio, video and label inputs.
+SPECIFIC = ("embedding", "flow", "multimodal")
+KINDS = [f"decoder={d}" for d in model.DECODERS if d not in SPECIFIC] + [
   f"architecture={a}" for a in baselines.ARCHITECTURES if a != "perceiver"
 ]
 
