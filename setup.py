@@ -24,6 +24,7 @@ setuptools.setup(
     "optax>=0.2.2",
     "orbax-checkpoint>=0.11",
     "pillow>=10.0",
+    "safetensors>=0.4",  # perceiver_jax/safetensors_io.py (numpy only, no torch)
     "tensorboardX>=2.6",
     "tensorflow-datasets>=4.9.10",  # reads TFDS array_record datasets without TensorFlow
   ],

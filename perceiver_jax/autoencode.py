@@ -36,8 +36,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _CHECKPOINT = flags.DEFINE_string(
   "checkpoint",
   None,
-  "Params pickle in the released layout (the bare mapping of video_autoencoding_checkpoint"
-  ".pystate, or {'params', 'state'}), a checkpoint directory, or a training workdir.",
+  "Weights in any format: the released pickle (the bare mapping of "
+  "video_autoencoding_checkpoint.pystate, or {'params', 'state'}), a .safetensors, a "
+  "transformers folder, a checkpoint directory, or a training workdir.",
 )
 _INPUT = flags.DEFINE_string("input", None, "Video file with its audio (mp4, mkv, webm, ...).")
 _OUTPUT = flags.DEFINE_string("output", None, "Reconstruction: .mp4, .mov or .mkv.")
@@ -62,10 +63,11 @@ def main(argv) -> None:
   try:
     if config is None:
       raise ValueError("--config is required, e.g. --config=configs/kinetics_autoencoding.py")
-    geo = tool.geometry(config.model)
     for name, value in (("checkpoint", _CHECKPOINT.value), ("input", _INPUT.value)):
       if not value:
         raise ValueError(f"--{name} is required")
+    predict.use_stored_model_config(config, _CHECKPOINT.value)
+    geo = tool.geometry(config.model)
     output = _OUTPUT.value or ""
     if not output.lower().endswith(tuple(av_io.CONTAINERS)):
       raise ValueError(f"--output={output!r}: expected one of {sorted(av_io.CONTAINERS)}")

@@ -15,7 +15,10 @@ from perceiver_jax.tools import predict
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Model config, e.g. configs/mlm.py.")
 _CHECKPOINT = flags.DEFINE_string(
-  "checkpoint", None, "Params pickle in the released layout (bare or {'params', 'state'})."
+  "checkpoint",
+  None,
+  "Weights in any format: the released pickle (bare or {'params', 'state'}), a "
+  ".safetensors, a transformers folder, a checkpoint directory or a training workdir.",
 )
 _TEXT = flags.DEFINE_string("text", None, "The sentence (UTF-8).")
 _MASK = flags.DEFINE_string("mask", None, "Substring of --text whose bytes are hidden.")
@@ -29,6 +32,9 @@ def main(argv) -> None:
   del argv
   cfg = _CONFIG.value
   try:
+    if not _CHECKPOINT.value:
+      raise ValueError("--checkpoint is required")
+    predict.use_stored_model_config(cfg, _CHECKPOINT.value)
     if cfg.model.modality != "text":
       raise ValueError(f"config.model.modality={cfg.model.modality!r}: fill_mask needs 'text'")
     start, end = tool.mask_span(_TEXT.value or "", _MASK.value, _MASK_SPAN.value)

@@ -25,8 +25,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Flow config, e.g. con
 _CHECKPOINT = flags.DEFINE_string(
   "checkpoint",
   None,
-  "Params pickle in the released layout (bare or {'params', 'state'}), a checkpoint "
-  "directory, or a training workdir (its newest checkpoint).",
+  "Weights in any format: the released pickle (bare or {'params', 'state'}), a "
+  ".safetensors, a transformers folder, a checkpoint directory, or a training workdir.",
 )
 _FRAME1 = flags.DEFINE_string("frame1", None, "First frame (PNG, JPEG, PPM, ...).")
 _FRAME2 = flags.DEFINE_string("frame2", None, "Second frame, the size of the first.")
@@ -69,8 +69,9 @@ def main(argv) -> None:
   try:
     if config is None:
       raise ValueError("--config is required, e.g. --config=configs/flow.py")
-    tile = tool.model_tile(config.model)
     _check_flags()
+    predict.use_stored_model_config(config, _CHECKPOINT.value)
+    tile = tool.model_tile(config.model)
     overlap = config.data.tile_overlap if _OVERLAP.value is None else _OVERLAP.value
     if not 0 <= overlap < min(tile):
       raise ValueError(

@@ -281,7 +281,9 @@ def _tuples(value):
   return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-def _apply_json(config: ml_collections.ConfigDict, values: dict, prefix: str, base: str) -> None:
+def apply_json(config: ml_collections.ConfigDict, values: dict, prefix: str, base: str) -> None:
+  """Sets `config`'s fields from parsed JSON `values` (lists back to tuples where the config
+  declares tuples); ValueError, one line, for a field `base` does not have."""
   for key, value in values.items():
     name = f"{prefix}{key}"
     if key not in config:
@@ -290,7 +292,7 @@ def _apply_json(config: ml_collections.ConfigDict, values: dict, prefix: str, ba
     if isinstance(default, ml_collections.ConfigDict):
       if not isinstance(value, dict):
         raise ValueError(f"{name}={value!r} in config.json: expected a section")
-      _apply_json(default, value, f"{name}.", base)
+      apply_json(default, value, f"{name}.", base)
     elif isinstance(default, tuple):
       config[key] = _tuples(value)
     else:
@@ -311,7 +313,7 @@ def read_config(
     raise ValueError(f"--workdir={workdir!r}: no {CONFIG_FILE}; not a training workdir")
   with open(path) as f:
     values = json.load(f)
-  _apply_json(config, values, "", base)
+  apply_json(config, values, "", base)
   return config
 
 

@@ -24,7 +24,9 @@ default in code. Each axis of variation is dispatched once, through one table:
                          modality 'flow') or 'multimodal' (the video autoencoder's: queries of
                          every modality of 'audio_video_label' decoded together, a dict of
                          outputs per modality, `models.multimodal`): `DECODERS`.
-                         decoder.qk_channels 0: derived.
+                         decoder.qk_channels 0: derived. decoder.mask_padded_queries:
+                         mask the queries of padded inputs (decoders whose queries follow
+                         the inputs).
   num_classes            output classes.
   num_latents, num_latent_channels, num_blocks, num_self_attends_per_block,
   num_cross_attends, cross_attend_placement, share_cross_attend_weights,
@@ -36,6 +38,8 @@ default in code. Each axis of variation is dispatched once, through one table:
   remat                  rematerialise every block in the backward pass.
   compute_dtype          'float32' or 'bfloat16': the dtype the encoder and decoder compute
                          in; parameters stay float32 (`precision`).
+  activation             the MLPs' GELU: 'gelu_tanh' (the release) or 'gelu_exact'
+                         (transformers' port): `attention.ACTIVATIONS`.
 
 Top-level module names are those of the official release (`image_preprocessor`,
 `perceiver_encoder`, `classification_decoder`), so its checkpoints load as they are.
@@ -52,6 +56,7 @@ import ml_collections
 import numpy as np
 
 from perceiver_jax import modalities
+from perceiver_jax.models import attention
 from perceiver_jax.models import baselines
 from perceiver_jax.models import decoders
 from perceiver_jax.models import encoder as encoder_lib
@@ -198,7 +203,7 @@ def _perceiver(cfg: ml_collections.ConfigDict, preprocessor):
       subsampled_points=subsampled_points,
     )  # [B, O, Cq], or None for a pooling decoder
     query_mask = None
-    if queries_follow_inputs and input_mask is not None:
+    if queries_follow_inputs and cfg.decoder.mask_padded_queries and input_mask is not None:
       query_mask = input_mask if subsampled_points is None else input_mask[:, subsampled_points]
     return decoder(query, z, is_training=is_training, query_mask=query_mask)
 
@@ -328,6 +333,8 @@ def validate_model_config(cfg: ml_collections.ConfigDict) -> None:
     _fail(cfg, "architecture", f"expected one of {tuple(ARCHITECTURES)}")
   if cfg.compute_dtype not in precision.COMPUTE_DTYPES:
     _fail(cfg, "compute_dtype", f"expected one of {precision.COMPUTE_DTYPES}")
+  if cfg.activation not in attention.ACTIVATIONS:
+    _fail(cfg, "activation", f"expected one of {tuple(attention.ACTIVATIONS)}")
   if cfg.architecture == "perceiver":
     _validate_perceiver(cfg)
   else:
@@ -367,7 +374,7 @@ def build_model(cfg: ml_collections.ConfigDict) -> hk.TransformedWithState:
     inputs, inputs_without_pos, *input_mask = preprocessor(raw_inputs, is_training=is_training)
     input_mask = input_mask[0] if input_mask else None
     inputs, inputs_without_pos = inputs.astype(dtype), inputs_without_pos.astype(dtype)
-    with precision.compute_in(dtype):
+    with precision.compute_in(dtype), attention.mlp_activation(cfg.activation):
       outputs = network(
         inputs, inputs_without_pos, input_mask, sizes, subsampled_points, is_training=is_training
       )

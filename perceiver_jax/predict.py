@@ -18,7 +18,12 @@ from perceiver_jax.tools import predict as tool
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Model config, e.g. configs/imagenet.py:variant=io_fourier."
 )
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Checkpoint pickle in the official format.")
+_CHECKPOINT = flags.DEFINE_string(
+  "checkpoint",
+  None,
+  "Weights in any format: an official pickle, a .safetensors, a transformers folder, a "
+  "checkpoint directory or a training workdir.",
+)
 _INPUT = flags.DEFINE_string(
   "input", None, "Image file (RGB image models), or a .npy in the model's input shape."
 )
@@ -37,6 +42,7 @@ def main(argv):
     if value is None:
       sys.exit(f"error: --{name} is required")
   try:
+    tool.use_stored_model_config(config, _CHECKPOINT.value)
     model.validate_model_config(config.model)
     image = tool.load_input(_INPUT.value, config.model)
     params, state = tool.load_checkpoint(config.model, _CHECKPOINT.value)

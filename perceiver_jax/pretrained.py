@@ -1,6 +1,7 @@
 """Loading pretrained weights into a model: for fine-tuning, and for tools that use a trained run.
 
-`load_pretrained` reads an official-format pickle or a `Checkpointer` directory (see
+`load_pretrained` reads weights in any format of `weight_formats` (an official-format pickle,
+this package's safetensors, a transformers folder, or a `Checkpointer` directory: see
 `checkpointing.py`; a step's arrays are checked against its `checksums.json`) and fits the file's
 params and state to a freshly initialised model, keeping the model's own values for excluded
 modules: the head (`HEAD_MODULES`) when fine-tuning on another label set, and the language
@@ -24,6 +25,7 @@ from absl import logging
 from perceiver_jax import checksums
 from perceiver_jax import model
 from perceiver_jax import official_format
+from perceiver_jax import weight_formats
 from perceiver_jax.official_format import CheckpointFormatError
 
 
@@ -31,9 +33,12 @@ def _open_read_only(directory: str) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
 
 
-def _read_orbax(path: str) -> tuple[Mapping, Mapping]:
-  """`(params, state)` of a `Checkpointer` directory's newest step, or of `directory/<step>`,
-  checked against the step's checksums (a step without them loads with a warning)."""
+def read_orbax(path: str) -> tuple[Mapping, Mapping]:
+  """`(params, state)` of a `Checkpointer` directory's newest step, of `directory/<step>`, or
+  of a training workdir (its `checkpoints/`), checked against the step's checksums (a step
+  without them loads with a warning)."""
+  if os.path.isdir(os.path.join(path, "checkpoints")):
+    path = os.path.join(path, "checkpoints")
   path = os.path.abspath(path)
   parent, name = os.path.split(path)
   with _open_read_only(parent) as manager:
@@ -58,13 +63,11 @@ def _read_orbax(path: str) -> tuple[Mapping, Mapping]:
 
 
 def read_weights(path: str) -> tuple[Mapping, Mapping]:
-  """`(params, state)` of an official-format pickle, a `Checkpointer` directory (its newest
-  step), one of its step directories, or a training workdir (its `checkpoints/`)."""
-  if os.path.isdir(os.path.join(path, "checkpoints")):
-    path = os.path.join(path, "checkpoints")
-  if os.path.isdir(path):
-    return _read_orbax(path)
-  return official_format.load_official_pickle(path)
+  """`(params, state)` of weights in any format `weight_formats` reads: an official-format
+  pickle, this package's safetensors, a transformers Perceiver folder, a `Checkpointer`
+  directory (its newest step), one of its step directories, or a training workdir."""
+  weights = weight_formats.read(path)
+  return weights.params, weights.state
 
 
 def _under(module: str, prefix: str) -> bool:
@@ -98,8 +101,9 @@ def load_pretrained(
   """Pretrained params and state for a model, e.g. to fine-tune with a new classifier head.
 
   Args:
-    path: an official-format pickle (`*.pystate`, `*.pickle`, `*.pkl`), a `Checkpointer`
-      directory (its newest step) or one of its step directories (`directory/<step>`).
+    path: an official-format pickle (`*.pystate`, `*.pickle`, `*.pkl`), this package's
+      `*.safetensors`, a transformers Perceiver folder, a `Checkpointer` directory (its
+      newest step) or one of its step directories (`directory/<step>`).
     params_template: the model's freshly initialised params (real arrays, not shapes).
     state_template: the model's initialised state; None for a model without state.
     exclude: module path prefixes, e.g. `("perceiver_encoder/~/cross_attention",)`, whose

@@ -97,12 +97,16 @@ def base_config(modality: str, num_classes: int) -> ml_collections.ConfigDict:
       attention_chunk_size=0,  # 0: plain attention; e.g. 4096 for long inputs
       remat=False,
       compute_dtype="float32",  # or "bfloat16": bfloat16 compute, float32 parameters
+      activation="gelu_tanh",  # the MLPs' GELU; "gelu_exact" is transformers' port's
       decoder=dict(
         type="classification",
         num_heads=1,
         qk_channels=0,  # 0: the latent width (the cross-attend's kv input)
         use_query_residual=True,
         query_init_scale=0.02,
+        # A decoder whose queries follow the inputs (text): padded inputs' queries are
+        # masked (their outputs zeros); transformers' port decodes them like the rest.
+        mask_padded_queries=True,
       ),
       # The baselines (architecture != "perceiver"); unused by the Perceiver.
       baseline=dict(

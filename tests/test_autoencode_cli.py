@@ -20,6 +20,7 @@ from configs import kinetics_autoencoding
 from perceiver_jax import model
 from perceiver_jax import official_format
 from perceiver_jax import registry
+from perceiver_jax import weight_formats
 from perceiver_jax.tools import autoencode
 from perceiver_jax.tools import av_io
 
@@ -175,3 +176,20 @@ def test_another_kind_of_model_is_refused(files):
   )
   assert result.returncode == 1
   assert "not a multimodal autoencoder" in result.stderr
+
+
+def test_a_safetensors_checkpoint_gives_the_same_reconstruction(files):
+  """The CLI takes this package's safetensors (here with the model config stored) exactly as
+  the release's pickle."""
+  root, checkpoint, cfg, _, params, state = files
+  converted = str(root / "video_autoencoding.safetensors")
+  weight_formats.write(converted, weight_formats.Weights(params, state, cfg), "safetensors")
+  printed = []
+  for name, path in (("a", checkpoint), ("b", converted)):
+    output = str(root / f"{name}.mkv")
+    result = _run(f"--checkpoint={path}", f"--input={root / 'clip.mp4'}", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    printed.append(
+      [line for line in result.stdout.splitlines() if "PSNR" in line or "top-" in line]
+    )
+  assert printed[0] == printed[1] and len(printed[0]) >= 6

@@ -2,12 +2,15 @@
 
 Its fields of `config.model` (`default_config`): `input_shape` (H, W, C) and the section
 `input`: how pixels become input elements (`prep_type`, `spatial_downsample`, `num_channels`,
-`conv_after_patching`), their position encoding (`position_encoding_type` 'fourier' or
-'trainable', `fourier.*`, `trainable.*`, `project_pos_dim`, `concat_or_add_pos`) and an
+`conv_after_patching`, `conv_padding`), their position encoding (`position_encoding_type`
+'fourier' or 'trainable', `fourier.*`, `trainable.*`, `project_pos_dim`,
+`concat_or_add_pos`) and an
 optional fixed permutation of the input elements (`permute_pixels`, `permutation_seed`).
 """
 
 from __future__ import annotations
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +39,7 @@ def default_config() -> ml_collections.ConfigDict:
         project_pos_dim=-1,  # > 0: a Linear projects the position encoding to this width
         concat_or_add_pos="concat",
         conv_after_patching=False,
+        conv_padding="same",  # prep 'conv': preprocessors.CONV_PADDINGS
         permute_pixels=False,
         permutation_seed=0,
       ),
@@ -46,9 +50,17 @@ def default_config() -> ml_collections.ConfigDict:
 def input_grid(cfg: ml_collections.ConfigDict) -> tuple[int, int]:
   """The (rows, columns) of the image grid the input elements come from: every prep type
   (strided pixels, patches, the SAME-padded conv stems) divides each side by
-  `spatial_downsample`, rounding up."""
+  `spatial_downsample`, rounding up; a conv stem padded as transformers' is a little smaller
+  (`preprocessors.conv_stem_size`)."""
   height, width = cfg.input_shape[:2]
   down = cfg.input.spatial_downsample
+  if cfg.input.prep_type == "conv" and cfg.input.conv_padding != "same":
+    sides = []
+    for side in (height, width):
+      for _ in range(round(math.log(down, 4))):
+        side = preprocessors.conv_stem_size(side, cfg.input.conv_padding)
+      sides.append(side)
+    return tuple(sides)
   return -(-height // down), -(-width // down)
 
 
@@ -92,6 +104,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     fail("input_shape", tuple(cfg.input_shape), "an image model needs (height, width, channels)")
   if inp.prep_type not in preprocessors.PREP_TYPES:
     fail("input.prep_type", inp.prep_type, f"expected one of {preprocessors.PREP_TYPES}")
+  if inp.conv_padding not in preprocessors.CONV_PADDINGS:
+    fail("input.conv_padding", inp.conv_padding, f"expected one of {preprocessors.CONV_PADDINGS}")
   if inp.position_encoding_type not in POSITION_ENCODINGS:
     fail(
       "input.position_encoding_type",
@@ -129,4 +143,5 @@ def build_preprocessor(cfg: ml_collections.ConfigDict) -> preprocessors.ImagePre
     concat_or_add_pos=inp.concat_or_add_pos,
     conv_after_patching=inp.conv_after_patching,
     permutation_seed=inp.permutation_seed if inp.permute_pixels else None,
+    conv_padding=inp.conv_padding,
   )

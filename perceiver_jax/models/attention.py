@@ -17,7 +17,9 @@ in the order Q (`linear`), K (`linear_1`), V (`linear_2`), output (`linear_3`);
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
+from collections.abc import Iterator
 
 import haiku as hk
 import jax
@@ -165,8 +167,31 @@ class Attention(hk.Module):
     return _linear(output_channels, self._final_init_scale, self._with_final_bias)(result)
 
 
+# The MLP's nonlinearity (`config.model.activation`): the release's tanh approximation of
+# GELU, or the exact (erf) GELU of transformers' port (its `hidden_act='gelu'`).
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+  "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+  "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),
+}
+_activation = ["gelu_tanh"]
+
+
+@contextlib.contextmanager
+def mlp_activation(name: str) -> Iterator[None]:
+  """Inside it, every `MLP` built uses `ACTIVATIONS[name]` (`model.build_model` sets it from
+  the config). A context rather than an argument of every block and decoder: it changes the
+  numerics, never the parameter tree."""
+  if name not in ACTIVATIONS:
+    raise ValueError(f"activation {name!r}: expected one of {tuple(ACTIVATIONS)}")
+  _activation.append(name)
+  try:
+    yield
+  finally:
+    _activation.pop()
+
+
 class MLP(hk.Module):
-  """Linear -> GELU (tanh approximation) -> Linear -> dropout."""
+  """Linear -> GELU (tanh approximation; `mlp_activation` chooses) -> Linear -> dropout."""
 
   def __init__(
     self,
@@ -179,11 +204,12 @@ class MLP(hk.Module):
     self._widening_factor = widening_factor
     self._dropout_prob = dropout_prob
     self._init_scale = init_scale
+    self._activation = ACTIVATIONS[_activation[-1]]
 
   def __call__(self, x: jax.Array, *, is_training: bool) -> jax.Array:
     channels = x.shape[-1]
     x = _linear(self._widening_factor * channels, self._init_scale)(x)
-    x = jax.nn.gelu(x, approximate=True)
+    x = self._activation(x)
     x = _linear(channels, self._init_scale)(x)
     return _dropout(x, self._dropout_prob if is_training else 0.0)
 

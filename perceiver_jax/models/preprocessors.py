@@ -44,23 +44,48 @@ def fixed_permutation(num_elements: int, seed: int) -> np.ndarray:
   return np.random.default_rng(seed).permutation(num_elements)
 
 
+# How the conv stem pads: 'same' is Haiku's SAME for the conv and the max pool (the release:
+# 224 -> 112 -> 56); 'transformers' pads the 7x7 conv by 3 on every side and the max pool not
+# at all, as transformers' port does (224 -> 112 -> 55).
+CONV_PADDINGS = ("same", "transformers")
+
+
+def conv_stem_size(size: int, padding: str) -> int:
+  """Output side of one conv stem layer (7x7/2 conv, 3x3/2 max pool) for an input side."""
+  if padding == "same":
+    conv = math.ceil(size / 2)
+    return math.ceil(conv / 2)
+  conv = (size + 2 * 3 - 7) // 2 + 1
+  return (conv - 3) // 2 + 1
+
+
 class Conv2DDownsample(hk.Module):
-  """Conv stem: `num_layers` x (7x7/2 conv, BatchNorm, ReLU, 3x3/2 max pool)."""
+  """Conv stem: `num_layers` x (7x7/2 conv, BatchNorm, ReLU, 3x3/2 max pool), padded as
+  `padding` (`CONV_PADDINGS`) says."""
 
   def __init__(
     self,
     num_layers: int = 1,
     num_channels: int = 64,
     bn_decay_rate: float = 0.9,
+    padding: str = "same",
     name: str | None = None,
   ):
     super().__init__(name=name)
+    if padding not in CONV_PADDINGS:
+      raise ValueError(f"padding must be one of {CONV_PADDINGS}, got {padding!r}")
+    self._padding = padding
     self.layers = []
     self.batchnorms = []
     for _ in range(num_layers):
       self.layers.append(
         hk.Conv2D(
-          num_channels, kernel_shape=7, stride=2, with_bias=False, padding="SAME", name="conv"
+          num_channels,
+          kernel_shape=7,
+          stride=2,
+          with_bias=False,
+          padding="SAME" if padding == "same" else ((3, 3), (3, 3)),
+          name="conv",
         )
       )
       self.batchnorms.append(
@@ -74,7 +99,8 @@ class Conv2DDownsample(hk.Module):
       x = conv(x)
       x = batchnorm(x, is_training=is_training)
       x = jax.nn.relu(x)
-      x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding="SAME")
+      pool_padding = "SAME" if self._padding == "same" else "VALID"
+      x = hk.max_pool(x, window_shape=(1, 3, 3, 1), strides=(1, 2, 2, 1), padding=pool_padding)
     return x
 
 
@@ -93,6 +119,7 @@ class ImagePreprocessor(hk.Module):
     concat_or_add_pos: str = "concat",
     conv_after_patching: bool = False,
     permutation_seed: int | None = None,
+    conv_padding: str = "same",
     name: str = "image_preprocessor",
   ):
     super().__init__(name=name)
@@ -116,7 +143,9 @@ class ImagePreprocessor(hk.Module):
         raise ValueError(
           f"prep_type='conv' needs spatial_downsample a power of 4, got {spatial_downsample}"
         )
-      self.convnet = Conv2DDownsample(num_layers=num_layers, num_channels=num_channels)
+      self.convnet = Conv2DDownsample(
+        num_layers=num_layers, num_channels=num_channels, padding=conv_padding
+      )
     elif prep_type == "conv1x1":
       self.convnet_1x1 = hk.Conv2D(num_channels, kernel_shape=1, stride=spatial_downsample)
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from absl import logging
 
 from perceiver_jax import model
 from perceiver_jax import official_format
 from perceiver_jax import pretrained
+from perceiver_jax import weight_formats
 from perceiver_jax.data import image_ops
 from perceiver_jax.data import imagenet_classes
 
@@ -56,9 +58,20 @@ def load_input(path: str, model_config) -> np.ndarray:
   return image_ops.load_image_for_eval(path, size=input_shape[0])
 
 
+def use_stored_model_config(config, path: str) -> None:
+  """Sets `config.model` to the model config stored with the weights at `path` (a
+  transformers folder's config.json, this package's safetensors metadata), if they store one:
+  those weights are that model's. Reads no tensors."""
+  stored = weight_formats.read_model_config(path)
+  if stored is not None:
+    logging.info("%s: using the model config stored with the weights", path)
+    config.model = stored
+
+
 def load_checkpoint(model_config, path: str):
-  """Loads weights (`pretrained.read_weights`: an official-format pickle, a checkpoint
-  directory or a training workdir) and checks them against the model's parameter tree."""
+  """Loads weights in any format (`pretrained.read_weights`: an official-format pickle, this
+  package's safetensors, a transformers folder, a checkpoint directory or a training workdir)
+  and checks them against the model's parameter tree."""
   params, state = pretrained.read_weights(path)
   expected_params, expected_state = model.param_shapes(model_config)
   params = official_format.match_to_template(expected_params, params, what="params")
