@@ -165,8 +165,7 @@ class _ArchiveUnpickler(pickle.Unpickler):
       return self._allowed[(module, name)]
     except KeyError:
       raise _Refused(
-        f"refusing global {module}.{name}: a torch state dict holds only tensors "
-        f"(of {', '.join(sorted({str(d) for d in _STORAGES.values()}))})"
+        f"refusing global {module}.{name}: a torch state dict holds only tensors"
       ) from None
 
   def persistent_load(self, pid) -> _Storage:
@@ -323,7 +322,8 @@ class _Archive:
       raise _Refused(f"truncated zip archive: member {info.filename} is past the end")
     magic, name_len, extra_len = _LOCAL_HEADER.unpack(header)
     local_name = self._f.read(name_len)
-    if magic != _ZIP_MAGIC or local_name != info.orig_filename.encode("utf-8"):
+    encoding = "utf-8" if info.flag_bits & 0x800 else "cp437"
+    if magic != _ZIP_MAGIC or local_name != info.orig_filename.encode(encoding):
       raise _Refused(f"corrupt zip archive: no local header for member {info.filename}")
     self._f.seek(extra_len, os.SEEK_CUR)
     data = self._f.read(info.file_size)
@@ -378,12 +378,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
       f.seek(0)
       archive = _Archive(f, size)
       content = _unpickle(archive)
-  except (_Refused, pickle_bounds.PickleBoundError) as e:
+  except _Refused as e:
     raise CheckpointFormatError(f"{path}: {e}") from None
   except FileNotFoundError:
     raise CheckpointFormatError(f"{path}: no such file") from None
   except OSError as e:
     raise CheckpointFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+  except Exception as e:  # A corrupt zip directory surfaces as many exception types.
+    raise CheckpointFormatError(f"{path}: not a readable torch archive ({_reason(e)})") from None
   return _state_dict(content, path)
 
 
@@ -392,13 +394,15 @@ def _unpickle(archive: _Archive) -> Any:
   with tempfile.TemporaryFile() as tmp:  # check_pickle needs a real file.
     tmp.write(archive.pickle_bytes())
     tmp.seek(0)
-    pickle_bounds.check_pickle(tmp)
     try:
+      pickle_bounds.check_pickle(tmp)
       return _ArchiveUnpickler(tmp, archive).load()
-    except (_Refused, pickle_bounds.PickleBoundError):
+    except _Refused:
       raise
+    except pickle_bounds.PickleBoundError as e:
+      raise _Refused(f"data.pkl: {e}") from None
     except Exception as e:  # Corrupt bytes surface as many exception types.
-      raise _Refused(f"not a readable data.pkl ({_reason(e)})") from None
+      raise _Refused(f"data.pkl: not a readable pickle ({_reason(e)})") from None
 
 
 def _state_dict(content: Any, path) -> dict[str, np.ndarray]:

@@ -222,3 +222,17 @@ def test_a_pickle_in_place_of_the_safetensors_is_refused(tmp_path):
   with pytest.raises(CheckpointFormatError, match="not safetensors") as info:
     hf_format.read_hf_folder(folder)
   assert "\n" not in str(info.value)
+
+
+def test_a_pytorch_model_bin_folder_imports_the_same_weights():
+  """The same model saved by torch.save (read by `torch_archive`, no torch here)."""
+  from_safetensors = hf_format.read_hf_folder(os.path.join(FIXTURES, "image_fourier"))
+  bin_folder = os.path.join(FIXTURES, "..", "hf_bin", "image_fourier")
+  assert os.listdir(bin_folder) and "model.safetensors" not in os.listdir(bin_folder)
+  from_bin = hf_format.read_hf_folder(bin_folder)
+  assert from_bin[0].to_json() == from_safetensors[0].to_json()
+  for tree, other in ((from_bin[1], from_safetensors[1]), (from_bin[2], from_safetensors[2])):
+    flat, flat_other = official_format.flatten_tree(tree), official_format.flatten_tree(other)
+    assert flat.keys() == flat_other.keys()
+    for key, value in flat.items():
+      np.testing.assert_array_equal(value, flat_other[key], err_msg=key)
