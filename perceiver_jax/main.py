@@ -28,6 +28,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from perceiver_jax import host_memory
 from perceiver_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
@@ -171,4 +172,5 @@ def run() -> None:
 
 
 if __name__ == "__main__":
+  host_memory.use_retained_memory()  # first: it restarts the process once
   run()

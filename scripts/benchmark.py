@@ -57,6 +57,7 @@ from absl import flags
 # The working tree's package and `configs`, not an install.
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
+from perceiver_jax import host_memory  # noqa: E402
 from perceiver_jax.tools import benchmark_suite  # noqa: E402
 from perceiver_jax.tools import benchmark_workloads  # noqa: E402
 
@@ -116,4 +117,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  host_memory.use_retained_memory()  # first: it restarts the process once
   app.run(main)

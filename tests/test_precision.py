@@ -2,6 +2,7 @@
 
 import json
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,8 +107,9 @@ def test_bfloat16_matmuls_with_float32_logits_and_normalisation(path):
   assert len(dots) == len(dots_f32) > 0
   assert {inputs for inputs, _ in dots_f32} == {("float32", "float32")}
   assert {inputs for inputs, _ in dots} == {("bfloat16", "bfloat16")}
-  # The attention logits (and the chunked path's value sums) come out in float32.
-  assert {output for _, output in dots} == {"bfloat16", "float32"}
+  # Every bfloat16 product accumulates in float32 (`precision.dot`, `precision.einsum`): the
+  # only bfloat16 product that XLA:CPU runs on the CPU's bfloat16 units.
+  assert {output for _, output in dots} == {"float32"}
   # LayerNorm: the only rsqrt, applied to the float32 variance.
   rsqrts = _input_dtypes(_config("testing", "bfloat16", **PATHS[path]), "rsqrt")
   assert rsqrts and {inputs for inputs, _ in rsqrts} == {("float32",)}
@@ -147,3 +149,43 @@ def test_bfloat16_training_run_learns_with_float32_parameters(data_dir, tmp_path
   assert {leaf.dtype for leaf in jax.tree.leaves(state.opt_state) if leaf.ndim} == {
     jnp.dtype(jnp.float32)
   }
+
+
+def test_bfloat16_dot_gradients_accumulate_in_float32_and_match_autodiff():
+  """`precision.dot`'s backward pass: bfloat16 x bfloat16 -> float32 products, with the
+  gradients of the plain float32 product to bfloat16 accuracy."""
+  keys = jax.random.split(jax.random.PRNGKey(0), 3)
+  x = jax.random.normal(keys[0], (3, 5, 64), jnp.float32)
+  w = jax.random.normal(keys[1], (64, 32), jnp.float32) / 8
+  cotangent = jax.random.normal(keys[2], (3, 5, 32), jnp.float32)
+
+  def loss(x, w):
+    return jnp.sum(precision.dot(x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)) * cotangent)
+
+  grads = jax.grad(loss, argnums=(0, 1))(x, w)
+  reference = jax.grad(lambda x, w: jnp.sum((x @ w) * cotangent), argnums=(0, 1))(x, w)
+  for got, want in zip(grads, reference, strict=True):
+    assert got.dtype == jnp.float32
+    # bfloat16 keeps 8 significant bits: errors of a few 1e-3 of the scale; a wrong
+    # transpose or a missing term would be off by the whole scale.
+    scale = float(jnp.max(jnp.abs(want)))
+    assert float(jnp.max(jnp.abs(got - want))) < 3e-2 * scale
+  jaxpr = jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w)
+  dots = [
+    (tuple(v.aval.dtype.name for v in eqn.invars), eqn.outvars[0].aval.dtype.name)
+    for eqn in _primitive_eqns(jaxpr.jaxpr, "dot_general")
+  ]
+  assert len(dots) == 3  # forward, d_x, d_w
+  assert set(dots) == {(("bfloat16", "bfloat16"), "float32")}
+
+
+def test_float32_linear_is_haiku_linear():
+  """`precision.Linear` on float32 inputs: `hk.Linear`'s parameters and exact result."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 7))
+  ours = hk.transform(lambda x: precision.Linear(5, name="linear")(x))
+  haiku = hk.transform(lambda x: hk.Linear(5, name="linear")(x))
+  params = haiku.init(jax.random.PRNGKey(1), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.PRNGKey(1), x)) == jax.tree.map(
+    jnp.shape, params
+  )
+  np.testing.assert_array_equal(ours.apply(params, None, x), haiku.apply(params, None, x))

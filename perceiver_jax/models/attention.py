@@ -66,7 +66,7 @@ class _LayerNormParams(hk.Module):
 
 
 def _linear(channels: int, init_scale: float, with_bias: bool = True) -> hk.Linear:
-  return hk.Linear(
+  return precision.Linear(
     channels, with_bias=with_bias, w_init=hk.initializers.VarianceScaling(init_scale)
   )
 
@@ -145,7 +145,10 @@ class Attention(hk.Module):
     def keys_and_values(x):  # [B, m, Ckv] -> [B, m, H, qk / H], [B, m, H, v / H]
       if kv_layer_norm is not None:
         x = attention_kernels.layer_norm(x, *kv_layer_norm)
-      return _split_heads(x @ wk + bk, heads), _split_heads(x @ wv + bv, heads)
+      return (
+        _split_heads(precision.dot(x, wk) + bk, heads),
+        _split_heads(precision.dot(x, wv) + bv, heads),
+      )
 
     if kv_cache is not None and not attention_kernels.is_chunked(
       self._chunk_size, inputs_kv.shape[1]

@@ -15,6 +15,8 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 
+from perceiver_jax.models import precision
+
 
 def _masked_value(dtype) -> float:
   # float16 cannot hold -1e30; every other float type can.
@@ -45,20 +47,20 @@ def _softmax_attention(q, k, v, mask):
 
 def _softmax_attention_fwd(q, k, v, mask):
   weights = _softmax_weights(q, k, mask)
-  out = jnp.einsum("bhnm,bmhd->bnhd", weights.astype(v.dtype), v)
+  out = precision.einsum("bhnm,bmhd->bnhd", weights.astype(v.dtype), v)
   return out, (q, k, v, mask, weights, out)
 
 
 def _softmax_attention_bwd(residuals, d_out):
   q, k, v, mask, weights, out = residuals
-  d_v = jnp.einsum("bhnm,bnhd->bmhd", weights.astype(d_out.dtype), d_out)
+  d_v = precision.einsum("bhnm,bnhd->bmhd", weights.astype(d_out.dtype), d_out)
   d_weights = jnp.einsum("bnhd,bmhd->bhnm", d_out, v, preferred_element_type=jnp.float32)
   row = jnp.einsum("bnhd,bnhd->bhn", d_out, out, preferred_element_type=jnp.float32)
   d_logits = weights * (d_weights - row[..., None])  # [B, H, N, M]
   if mask is not None:  # masked logits are constants (rows without any key have weights)
     d_logits = jnp.where(mask[:, None], d_logits, 0.0)
-  d_q = jnp.einsum("bhnm,bmhd->bnhd", d_logits.astype(k.dtype), k)
-  d_k = jnp.einsum("bhnm,bnhd->bmhd", d_logits.astype(q.dtype), q)
+  d_q = precision.einsum("bhnm,bmhd->bnhd", d_logits.astype(k.dtype), k)
+  d_k = precision.einsum("bhnm,bnhd->bmhd", d_logits.astype(q.dtype), q)
   return d_q.astype(q.dtype), d_k.astype(k.dtype), d_v.astype(v.dtype), None
 
 

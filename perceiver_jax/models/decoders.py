@@ -34,6 +34,7 @@ import numpy as np
 
 from perceiver_jax.models import attention
 from perceiver_jax.models import position_encoding
+from perceiver_jax.models import precision
 
 # How a `BasicDecoder` builds its queries: learned, Fourier features of the output grid, or
 # not at all ('none': the caller builds them, as the multimodal decoder does).
@@ -149,9 +150,9 @@ class BasicDecoder(hk.Module):
       v_channels=self._v_channels,
     )(query, z, attention_mask, is_training=is_training)
     if self._final_project:
-      output = hk.Linear(self._output_num_channels, w_init=self._output_w_init, name="output")(
-        output
-      )
+      output = precision.Linear(
+        self._output_num_channels, w_init=self._output_w_init, name="output"
+      )(output)
     return output
 
 
@@ -240,8 +241,8 @@ class SentenceDecoder(_OneQueryDecoder):
   ) -> jax.Array:
     """query [B, 1, Cq], z [B, N, D] -> [B, num_outputs]."""
     features = super().__call__(query, z, is_training=is_training, query_mask=query_mask)
-    hidden = jnp.tanh(hk.Linear(self._hidden_channels, name="hidden")(features))  # [B, H]
-    return hk.Linear(self._num_outputs, name="output")(hidden)
+    hidden = jnp.tanh(precision.Linear(self._hidden_channels, name="hidden")(features))  # [B, H]
+    return precision.Linear(self._num_outputs, name="output")(hidden)
 
 
 class EmbeddingDecoder(hk.Module):
@@ -328,7 +329,7 @@ class ProjectionDecoder(hk.Module):
     name: str | None = None,
   ):
     super().__init__(name=name)
-    self.final_layer = hk.Linear(
+    self.final_layer = precision.Linear(
       num_classes, w_init=w_init or hk.initializers.Constant(0.0), name="logits"
     )
 
@@ -363,7 +364,7 @@ class ClassificationPostprocessor(hk.Module):
     self._num_classes = num_classes
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
-    return hk.Linear(self._num_classes)(inputs)[:, 0, :]
+    return precision.Linear(self._num_classes)(inputs)[:, 0, :]
 
 
 class ProjectionPostprocessor(hk.Module):
@@ -374,4 +375,4 @@ class ProjectionPostprocessor(hk.Module):
     self._num_outputs = num_outputs
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
-    return hk.Linear(self._num_outputs)(inputs)
+    return precision.Linear(self._num_outputs)(inputs)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from perceiver_jax.models import decoders
 from perceiver_jax.models import position_encoding
+from perceiver_jax.models import precision
 
 Points = Mapping[str, jax.Array | None]
 
@@ -45,7 +46,7 @@ class AudioPostprocessor(hk.Module):
     self._samples_per_patch = samples_per_patch
 
   def __call__(self, inputs: jax.Array) -> jax.Array:
-    return hk.Linear(self._samples_per_patch)(inputs)
+    return precision.Linear(self._samples_per_patch)(inputs)
 
 
 class MultimodalDecoder(hk.Module):

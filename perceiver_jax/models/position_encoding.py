@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perceiver_jax.models import precision
+
 
 def build_linear_positions(
   index_dims: Sequence[int], output_range: tuple[float, float] = (-1.0, 1.0)
@@ -142,7 +144,7 @@ class PositionEncodingProjector(hk.Module):
     self._output_size = output_size
 
   def __call__(self, pos_enc: jax.Array) -> jax.Array:
-    return hk.Linear(self._output_size)(pos_enc)
+    return precision.Linear(self._output_size)(pos_enc)
 
 
 def build_position_encoding(

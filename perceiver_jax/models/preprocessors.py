@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from perceiver_jax.models import position_encoding
+from perceiver_jax.models import precision
 
 PREP_TYPES = ("pixels", "patches", "conv", "conv1x1")
 
@@ -183,7 +184,7 @@ class ImagePreprocessor(hk.Module):
     elif self._prep_type == "patches":
       x = space_to_depth(images, sd)
       if self._conv_after_patching:
-        x = hk.Linear(self._num_channels, name="patches_linear")(x)
+        x = precision.Linear(self._num_channels, name="patches_linear")(x)
     else:
       x = images[:, ::sd, ::sd] if sd > 1 else images
     inputs = self._build_network_inputs(x)

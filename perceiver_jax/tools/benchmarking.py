@@ -60,12 +60,24 @@ def _median_seconds(fn, steps: int, warmup: int) -> float:
 
 @functools.cache
 def _jitted_matmul():
-  return jax.jit(lambda a, b: a @ b)
+  # float32 accumulation: how every product of the model's bfloat16 path runs
+  # (`precision.dot`), and the only bfloat16 product that XLA:CPU runs on AMX / AVX512-BF16.
+  return jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
 
 
-def matmul_peak(dtype: str = "float32", sizes=(1024, 2048, 3072), steps: int = 10) -> dict:
+# The matmul peak's square sizes: a 4,096^3 float32 product runs up to 2x faster than the
+# small ones on some CPUs, so the peak goes at least that far.
+PEAK_SIZES = (1024, 2048, 3072, 4096)
+PEAK_METHOD = (
+  "the best median time of n x n x n products, n in {1,024, 2,048, 3,072, 4,096}, in the "
+  "case's dtype with float32 accumulation, in the same run (2 n^3 FLOPs each)"
+)
+
+
+def matmul_peak(dtype: str = "float32", sizes=PEAK_SIZES, steps: int = 5) -> dict:
   """This machine's matmul throughput: the best over `sizes` of the median time of an
-  n x n x n product in `dtype` (FLOP/s, 2 n^3 per product)."""
+  n x n x n product of `dtype` operands accumulated in float32 (FLOP/s, 2 n^3 per
+  product): `PEAK_METHOD`."""
   best = {"flops_per_s": 0.0}
   for n in sizes:
     keys = jax.random.split(jax.random.PRNGKey(n), 2)
@@ -104,11 +116,16 @@ def _inputs_and_labels(cfg: ml_collections.ConfigDict, batch_size: int):
   return inputs, jnp.arange(batch_size) % cfg.num_classes
 
 
-def measure(
-  case: workloads.Case, *, dtype: str, steps: int, warmup: int, inference: bool = True
-) -> dict:
-  """Compiles and times the training step (forward, backward, clipping, LAMB) and the
-  inference forward pass of `case` on one device, with synthetic inputs held on it."""
+def prepare_train_step(case: workloads.Case, *, dtype: str) -> tuple[Callable[[], jax.Array], dict]:
+  """Compiles the training step (forward, backward, clipping, LAMB) of `case` on one
+  device, with synthetic inputs held on it.
+
+  Returns:
+    (`train_once()`: runs one step and returns its loss (a device array; block on it to
+    time the step), facts: `cfg` (the model config run), `forward`, `inputs`, `holder`
+    (`holder["state"]`: the current train state), `num_params`, `compile_s`,
+    `xla_train_flops` (None where XLA does not count), `xla_train_bytes`).
+  """
   cfg = ml_collections.ConfigDict(case.model.to_dict())
   if dtype != "float32":
     cfg.compute_dtype = dtype
@@ -137,13 +154,34 @@ def measure(
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
-  xla_train_flops = flops.xla_flops(compiled)
   holder = {"state": state}
 
   def train_once():
     holder["state"], metrics = compiled(holder["state"], batch)
     return metrics["loss"]
 
+  facts = {
+    "cfg": cfg,
+    "forward": forward,
+    "inputs": inputs,
+    "holder": holder,
+    "num_params": num_params,
+    "compile_s": compile_s,
+    "xla_train_flops": flops.xla_flops(compiled),
+    "xla_train_bytes": _xla_bytes(compiled),
+  }
+  return train_once, facts
+
+
+def measure(
+  case: workloads.Case, *, dtype: str, steps: int, warmup: int, inference: bool = True
+) -> dict:
+  """Compiles and times the training step (forward, backward, clipping, LAMB) and the
+  inference forward pass of `case` on one device, with synthetic inputs held on it."""
+  train_once, facts = prepare_train_step(case, dtype=dtype)
+  cfg, forward, inputs, holder = facts["cfg"], facts["forward"], facts["inputs"], facts["holder"]
+  batch_size, num_params, compile_s = case.batch_size, facts["num_params"], facts["compile_s"]
+  xla_train_flops = facts["xla_train_flops"]
   train_s = _median_seconds(train_once, steps, warmup)
   loss = float(np.asarray(train_once())[0])
   result = {
@@ -160,7 +198,7 @@ def measure(
     "xla_train_flops_per_example": None
     if xla_train_flops is None
     else xla_train_flops / batch_size,
-    "xla_train_bytes": _xla_bytes(compiled),
+    "xla_train_bytes": facts["xla_train_bytes"],
     "loss": loss,
     "finite": bool(np.isfinite(loss)),
   }

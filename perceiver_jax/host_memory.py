@@ -1,0 +1,64 @@
+"""Host memory for XLA:CPU: keep freed memory for the next step instead of returning it.
+
+Every call of a compiled XLA:CPU program allocates its output and temporary buffers and
+frees them when they are dropped. glibc's malloc serves blocks that large with a fresh
+`mmap` and returns them with `munmap`, so on every training step the kernel maps and
+zero-fills that memory again: 230,000 page faults and a third of a second of system CPU
+time a step for the io-small benchmark (README, "Performance"). glibc's own settings do
+not cure it (with one arena and no `mmap` its heap fragments and grows on every call).
+jemalloc and tcmalloc keep freed blocks of each size and hand them out again.
+
+`use_retained_memory` restarts the process once, before anything else runs, with jemalloc
+(Debian's `libjemalloc2`, which `scripts/setup.sh` installs where it can) or else tcmalloc
+preloaded, and jemalloc told to keep its freed pages. The training and benchmark command
+lines call it first. Where neither library is installed it changes nothing; set
+`PERCEIVER_JAX_MALLOC=default` to opt out.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import sys
+
+OPT_OUT = "PERCEIVER_JAX_MALLOC"
+# Set in the restarted process: which allocator it runs with.
+MARK = "PERCEIVER_JAX_ALLOCATOR"
+# jemalloc: never give freed pages back (the process's peak stays what it was; the next
+# step reuses them), and no purging thread.
+JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1,background_thread:false"
+LIBRARIES = ("jemalloc", "tcmalloc_minimal", "tcmalloc")
+
+
+def allocator_library() -> str | None:
+  """The first of `LIBRARIES` installed (its file name, for the dynamic loader), if any."""
+  for name in LIBRARIES:
+    found = ctypes.util.find_library(name)
+    if found:
+      return found
+  return None
+
+
+def should_restart(environ=os.environ) -> bool:
+  """Whether `use_retained_memory` would restart a process with environment `environ`:
+  on Linux, unless already restarted, opted out, or a library is preloaded already."""
+  if sys.platform != "linux" or MARK in environ or environ.get(OPT_OUT, "") == "default":
+    return False
+  return "LD_PRELOAD" not in environ
+
+
+def use_retained_memory() -> None:
+  """Restarts this Python process (same interpreter, same arguments) with the allocator
+  preloaded, or returns at once where `should_restart` says no or no library is found.
+  Call it first thing in an entry point, before any thread or computation starts."""
+  if not should_restart():
+    return
+  library = allocator_library()
+  if library is None:
+    return
+  env = {**os.environ, "LD_PRELOAD": library, MARK: library}
+  if "jemalloc" in library:
+    env["MALLOC_CONF"] = ",".join(filter(None, [os.environ.get("MALLOC_CONF"), JEMALLOC_CONF]))
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
