@@ -39,18 +39,24 @@ GROUPS = {
   "io-small": (("ours", "io-small"), ("hf", "")),
   "perceiver-small": (("ours", "perceiver-small"), ("lucidrains", "")),
   "imagenet-long": (("ours", "plain"), ("ours", "chunked 4096"), ("hf", "")),
+  # The release's ImageNet Perceiver IO: the GPU comparison (scripts/gpu_benchmark.sh).
+  "imagenet-io": (("ours", "imagenet-io"), ("hf", "")),
 }
+CPU_WORKLOADS = ("io-small", "perceiver-small", "imagenet-long")
 SECTION = "## peers"
 
 
 class Worker:
   """A running `worker.py` and its answers."""
 
-  def __init__(self, impl: str, workload: str, label: str, dtype: str, warmup: int):
+  def __init__(
+    self, impl: str, workload: str, label: str, dtype: str, warmup: int, device: str = "cpu"
+  ):
     self.impl, self.workload, self.label, self.dtype = impl, workload, label, dtype
     self.name = f"{impl} {label}".strip() if impl == "ours" else impl
     command = [sys.executable, "-m", "benchmarks.peers.worker", f"--impl={impl}"]
     command += [f"--workload={workload}", f"--dtype={dtype}", f"--warmup={warmup}"]
+    command.append(f"--device={device}")
     if label:
       command.append(f"--label={label}")
     self.process = subprocess.Popen(
@@ -89,13 +95,14 @@ def measure_group(
   steps: int,
   warmup: int,
   impls=("ours", "hf", "lucidrains"),
+  device: str = "cpu",
 ) -> list[dict]:
   """Every implementation of `workload` in `dtype` (of `impls`), in alternating rounds."""
   workers = []
   for impl, label in [
     x for x in GROUPS[workload] if x[0] in impls
   ]:  # one at a time: start-up is not timed
-    w = Worker(impl, workload, label, dtype, warmup)
+    w = Worker(impl, workload, label, dtype, warmup, device)
     w.info = w.read()
     print(f"  {w.name}: ready ({w.info['num_params']:,} parameters)", flush=True)
     workers.append(w)
@@ -155,7 +162,8 @@ def _commit() -> str:
 def table(results: list[dict], peaks: dict) -> str:
   """The Markdown section: one row per implementation, the ratio to ours beside it."""
   lines = [
-    "| workload | dtype | implementation | params | batch | train step (median) | ours faster by "
+    "| workload | dtype | implementation | params | batch | train step (median) "
+    "| its step / ours (our FLOP/s / its) "
     "| GFLOP a step | achieved GFLOP/s | MFU | peak RSS | system ms / step | page faults / step |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
@@ -192,7 +200,8 @@ def write_section(path: pathlib.Path, section: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workloads", default=",".join(GROUPS))
+  parser.add_argument("--workloads", default=",".join(CPU_WORKLOADS), help=f"of {list(GROUPS)}")
+  parser.add_argument("--device", default="cpu", help="the peers' torch device (cpu, cuda)")
   parser.add_argument("--dtypes", default="float32,bfloat16")
   parser.add_argument("--impls", default="ours,hf,lucidrains", help="the implementations run")
   parser.add_argument("--rounds", type=int, default=4)
@@ -214,7 +223,13 @@ def main(argv: list[str] | None = None) -> None:
     for dtype in dtypes:
       print(f"{workload} {dtype}:", flush=True)
       results += measure_group(
-        workload, dtype, args.rounds, args.steps, args.warmup, args.impls.split(",")
+        workload,
+        dtype,
+        args.rounds,
+        args.steps,
+        args.warmup,
+        args.impls.split(","),
+        args.device,
       )
   command = "python benchmarks/peers/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   import jax  # noqa: PLC0415
@@ -241,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
       "implementation, after "
       f"{args.warmup} warm-up steps; the median over all timed steps).",
       "",
-      f"Matmul peak measured in this run (JAX): {rates} ({benchmarking.PEAK_METHOD}). "
+      f"Matmul peak measured in this run (JAX): {rates} ({benchmarking.peak_method()}). "
       "MFU = analytic FLOPs a step / median step time / that peak. bfloat16: ours computes in "
       "bfloat16 with float32 accumulation (`compute_dtype=bfloat16`); the peers run their "
       'float32 model under `torch.autocast("cpu", torch.bfloat16)`.',

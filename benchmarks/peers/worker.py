@@ -53,10 +53,10 @@ def _ours(workload: str, dtype: str, label: str):
   return step, info
 
 
-def _peer(impl: str, workload: str, dtype: str):
+def _peer(impl: str, workload: str, dtype: str, device: str):
   from benchmarks.peers import torch_cases  # noqa: PLC0415
 
-  case = torch_cases.build(impl, workload, dtype)
+  case = torch_cases.build(impl, workload, dtype, device=device)
   info = {
     "num_params": case.num_params,
     "batch_size": case.batch_size,
@@ -78,6 +78,7 @@ def main() -> None:
   parser.add_argument("--label", default="", help="ours: the case label (default: workload)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--device", default="cpu", help="the torch peers' device")
   args = parser.parse_args()
   if args.impl == "peak":
     from perceiver_jax.tools import benchmarking  # noqa: PLC0415
@@ -87,7 +88,7 @@ def main() -> None:
   if args.impl == "ours":
     step, info = _ours(args.workload, args.dtype, args.label or args.workload)
   else:
-    step, info = _peer(args.impl, args.workload, args.dtype)
+    step, info = _peer(args.impl, args.workload, args.dtype, args.device)
   losses = [step() for _ in range(args.warmup)]
   _answer({"ready": True, **info, "warmup_losses": losses})
   for line in sys.stdin:

@@ -100,7 +100,7 @@ def _peaks(dtypes: tuple[str, ...]) -> dict[str, dict]:
 
 def _peak_line(peaks: dict) -> str:
   rates = ", ".join(f"{d} {p['flops_per_s'] / 1e9:.0f} GFLOP/s" for d, p in peaks.items())
-  return f"Matmul peak measured in this run: {rates} ({benchmarking.PEAK_METHOD})."
+  return f"Matmul peak measured in this run: {rates} ({benchmarking.peak_method()})."
 
 
 def _model_workload(workload: str, options: Options, peaks: dict) -> list[dict]:

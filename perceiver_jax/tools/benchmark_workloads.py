@@ -40,6 +40,11 @@ flow-tiled       tiled inference (`tools.flow_inference`): frame pairs of MPI-Si
                  encoder's keys saves 10%; the decoder's keys are the 2,048 latents), so
                  on a CPU the tile batch sizes are 1 and 2, on an accelerator 1 and 6 (a
                  whole Sintel pair per call): `TILE_BATCH_SIZES`.
+imagenet-io      the ImageNet Perceiver IO of the release (`registry.io_fourier`: 224 x 224
+                 pixels + Fourier features, 512 x 1,024 latents, 8 blocks of 6 self-attends,
+                 48.4M parameters) at batch `IMAGENET_IO_BATCH`: the GPU comparison with
+                 transformers' port (`benchmarks/peers/`, `scripts/gpu_benchmark.sh`); not
+                 part of the suite's `all`.
 imagenet-memory  forward + backward of a registry variant (the full ImageNet Perceiver by
                  default) in plain, chunked and chunked + remat modes (`MEMORY_MODES`).
 """
@@ -89,6 +94,7 @@ PAPER_MODELS = (
   "modelnet40",
 )
 SCALING_INPUTS = (1024, 4096, 16384, 65536)
+IMAGENET_IO_BATCH = 16
 # The Transformer's [B, H, M, M] attention (logits, weights and their gradients) outgrows
 # this machine's memory beyond this many inputs at the scaling workload's batch.
 SCALING_TRANSFORMER_MAX_INPUTS = 4096
@@ -310,6 +316,9 @@ def cases(workload: str, chunk_size: int = 4096) -> list[Case]:
     return [Case(workload, name, registry.get_model_config(name), 1) for name in PAPER_MODELS]
   if workload == "mlm-small":
     return [Case(workload, "mlm-small", mlm_small(), 8, task="masked_lm")]
+  if workload == "imagenet-io":
+    cfg = registry.get_model_config("io_fourier")
+    return [Case(workload, "imagenet-io", cfg, IMAGENET_IO_BATCH)]
   if workload == "flow-train":
     return [Case(workload, "flow-mini", flow_mini(), 16, task="flow")]
   raise ValueError(f"unknown workload {workload!r}; expected one of {MODEL_WORKLOADS}")

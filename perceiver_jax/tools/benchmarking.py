@@ -66,18 +66,29 @@ def _jitted_matmul():
 
 
 # The matmul peak's square sizes: a 4,096^3 float32 product runs up to 2x faster than the
-# small ones on some CPUs, so the peak goes at least that far.
-PEAK_SIZES = (1024, 2048, 3072, 4096)
-PEAK_METHOD = (
-  "the best median time of n x n x n products, n in {1,024, 2,048, 3,072, 4,096}, in the "
-  "case's dtype with float32 accumulation, in the same run (2 n^3 FLOPs each)"
-)
+# small ones on some CPUs, and a GPU needs 8,192 to approach its peak.
+PEAK_SIZES = {"cpu": (1024, 2048, 3072, 4096), "accelerator": (2048, 4096, 8192)}
 
 
-def matmul_peak(dtype: str = "float32", sizes=PEAK_SIZES, steps: int = 5) -> dict:
-  """This machine's matmul throughput: the best over `sizes` of the median time of an
-  n x n x n product of `dtype` operands accumulated in float32 (FLOP/s, 2 n^3 per
-  product): `PEAK_METHOD`."""
+def peak_method(sizes=None) -> str:
+  """How `matmul_peak` measures, for the line beside every MFU."""
+  sizes = sizes or _peak_sizes()
+  listed = ", ".join(f"{n:,}" for n in sizes)
+  return (
+    f"the best median time of n x n x n products, n in {{{listed}}}, in the case's dtype "
+    "with float32 accumulation, in the same run (2 n^3 FLOPs each)"
+  )
+
+
+def _peak_sizes() -> tuple[int, ...]:
+  return PEAK_SIZES["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+
+
+def matmul_peak(dtype: str = "float32", sizes=None, steps: int = 5) -> dict:
+  """This machine's matmul throughput: the best over `sizes` (by default `PEAK_SIZES` of
+  this platform) of the median time of an n x n x n product of `dtype` operands
+  accumulated in float32 (FLOP/s, 2 n^3 per product): `peak_method`."""
+  sizes = sizes or _peak_sizes()
   best = {"flops_per_s": 0.0}
   for n in sizes:
     keys = jax.random.split(jax.random.PRNGKey(n), 2)

@@ -1,0 +1,1 @@
+"""The peer benchmark: this package next to the PyTorch Perceivers, in one run."""
