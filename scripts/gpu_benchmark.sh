@@ -10,13 +10,14 @@
 # Writes results.md and the JSON files into OUT (default: benchmarks/gpu).
 #
 # The GPU image this project is lent has jax (CUDA), torch, transformers, optax, chex and
-# absl; the rest travels as wheels in .whl/ (fetch them once on a machine with pip access:
+# absl; haiku, ml-collections, jmp, dm-tree and pytorch-optimizer travel as wheels in
+# .whl/ (fetch them once on a machine with pip access:
 #   bash scripts/gpu_benchmark.sh --download
 # ), installed here into /tmp/site without touching the image's packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=(dm-haiku==0.0.16 ml-collections==1.1.0 pytorch-optimizer==3.8.2 jmp==0.0.4)
+WHEELS=(dm-haiku==0.0.17 ml-collections==1.1.0 jmp==0.0.4 dm-tree==0.1.10 pytorch-optimizer==4.1.0)
 if [ "${1:-}" = "--download" ]; then
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
