@@ -55,14 +55,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.input.permute_pixels = arg.permuted
   config.data = dict(name="fashion_mnist", data_dir="", download=False)
   config.batch_size = 128
-  config.num_epochs = 4.5
+  config.num_epochs = 5.0
   config.eval_every_steps = 1000
   config.checkpoint_every_steps = 500
   # AdamW: on this short schedule it was 1.4 points ahead of LAMB after one epoch.
   config.optimizer.name = "adamw"
-  config.optimizer.learning_rate = 2e-3
+  config.optimizer.learning_rate = 3e-3
   config.optimizer.scale_lr_by_batch = False
   config.optimizer.weight_decay = 0.01
+  # Linear warm-up over 100 steps, then cosine to 0, and label smoothing 0.1: together
+  # 0.7 points ahead of flat-then-cosine at 2e-3 without smoothing over 5 epochs (README).
+  config.optimizer.schedule = "warmup_cosine"
+  config.optimizer.warmup_steps = 100
+  config.task.label_smoothing = 0.1
   if arg.runlocal:
     common.shrink_for_local_run(config)
   return config
