@@ -19,9 +19,10 @@ Arguments (`--config=configs/fashion_mnist.py:prep=pixels,permuted`):
   runlocal      20 steps of a smaller model: a smoke test.
 
 Machine: this project's 2-core CPU (no GPU). Measured with this config (README, "Default
-experiment"): 2,106 steps; `bash scripts/run.sh` from a fresh clone, set-up included, took
-6 min 32 s on a 2-core Xeon at e733793 (87.80% test top-1, 99.75% top-5, test loss 0.334);
-9 min 17 s for the command alone at d9a501b (88.21%, 99.72%, 0.326).
+experiment"): 2,340 steps; `bash scripts/run.sh` from a fresh clone, set-up included, took
+4 min 38 s on a 2-core AMD EPYC at 947a7f0 (88.30% test top-1, 99.71% top-5); seeds 1 and 2
+reached 88.18% and 88.34%. The earlier recipe (4.5 epochs, 2e-3 flat then cosine, no label
+smoothing) gave 87.80-88.21%.
 Data: Debian's dataset-fashion-mnist (`bash scripts/setup_data.sh`), or
 `--config.data.data_dir=DIR` with the four IDX files (`--config.data.download=True` fetches
 them, checksummed, into DIR).

@@ -107,7 +107,21 @@ def test_fashion_mnist_arguments():
   default = fashion_mnist.get_config(None)
   assert (default.model.input.prep_type, default.model.input.spatial_downsample) == ("patches", 4)
   assert not default.model.input.permute_pixels
-  assert default.optimizer.name == "adamw" and default.num_epochs == 4.5
+  assert default.optimizer.name == "adamw" and default.num_epochs == 5.0
+  # 100 warm-up steps to 3e-3, then cosine to 0 at the last of the 2,340 steps (60,000 / 128
+  # rounded down per epoch), with label smoothing 0.1.
+  from perceiver_jax import optimizer
+
+  schedule = optimizer.learning_rate_schedule(
+    default.optimizer, total_steps=2340, steps_per_epoch=468, batch_size=128
+  )
+  assert float(schedule(0)) == 0.0
+  assert float(schedule(50)) == pytest.approx(1.5e-3, rel=1e-5)
+  assert float(schedule(100)) == pytest.approx(3e-3, rel=1e-5)
+  assert float(schedule(2340)) == pytest.approx(0.0, abs=1e-9)
+  assert default.task.label_smoothing == 0.1
+  # runlocal (a smoke test of a few steps, whatever total_steps a test sets) has none.
+  assert fashion_mnist.get_config("runlocal").optimizer.warmup_steps == 0
   pixels = fashion_mnist.get_config("prep=pixels,permuted")
   assert (pixels.model.input.prep_type, pixels.model.input.spatial_downsample) == ("pixels", 1)
   assert pixels.model.input.permute_pixels
