@@ -37,13 +37,18 @@ print(os.environ.get(host_memory.MARK), (usage.ru_minflt - before) // 8, usage.r
 """
 
 
-def _run(**env) -> tuple[str, int, int]:
+def _output(program: str, **env) -> list[str]:
+  """What `program` prints, run with this environment minus any allocator settings."""
   drop = ("LD_PRELOAD", "MALLOC_CONF", host_memory.MARK, host_memory.OPT_OUT)
   environ = {k: v for k, v in os.environ.items() if k not in drop}
   environ.update(JAX_PLATFORMS="cpu", XLA_FLAGS="", **env)
-  out = subprocess.run(
-    [sys.executable, "-c", _PROGRAM], env=environ, capture_output=True, text=True, check=True
+  return subprocess.run(
+    [sys.executable, "-c", program], env=environ, capture_output=True, text=True, check=True
   ).stdout.split()
+
+
+def _run(**env) -> tuple[str, int, int]:
+  out = _output(_PROGRAM, **env)
   return out[0], int(out[1]), int(out[2])
 
 
@@ -89,17 +94,8 @@ print(name, before, resident_mib())
 
 @needs_library
 def test_release_hands_the_kept_memory_back():
-  drop = ("LD_PRELOAD", "MALLOC_CONF", host_memory.MARK, host_memory.OPT_OUT)
-  environ = {k: v for k, v in os.environ.items() if k not in drop}
-  environ.update(JAX_PLATFORMS="cpu", XLA_FLAGS="")
-  out = subprocess.run(
-    [sys.executable, "-c", _RELEASE_PROGRAM],
-    env=environ,
-    capture_output=True,
-    text=True,
-    check=True,
-  ).stdout.split()
-  name, before, after = out[0], int(out[1]), int(out[2])
+  name, before, after = _output(_RELEASE_PROGRAM)
+  before, after = int(before), int(after)
   assert name in ("jemalloc", "tcmalloc")
   # Four freed 64 MiB outputs were kept; the release returns most of them.
   assert before - after > 128, (before, after)

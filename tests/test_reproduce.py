@@ -88,14 +88,7 @@ def test_row_config_is_parsed_by_config_flags():
 def test_runs_keep_the_recipe_they_were_measured_with():
   """The experiments' fixed step budgets train with flat-then-cosine AdamW 2e-3 and no label
   smoothing, whatever the default experiment's own recipe is."""
-  from absl import flags
-  from ml_collections import config_flags
-
-  argv = ["x", f"--config={REPO_ROOT / reproduce.CONFIG}", *reproduce._budget_flags(250, None)]
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", flag_values=values, sys_argv=argv)
-  values(argv)
-  config = values.config
+  config = reproduce.config(reproduce.Row("r", ""), *reproduce._budget_flags(250, None))
   assert config.optimizer.schedule == "constant_cosine"
   assert config.optimizer.learning_rate == 2e-3 and config.optimizer.warmup_steps == 0
   assert config.task.label_smoothing == 0.0 and config.total_steps == 250

@@ -155,8 +155,8 @@ def prepare_train_step(case: workloads.Case, *, dtype: str) -> tuple[Callable[[]
   # transfer. The step is compiled from the state's shapes, then the state is initialised
   # on the device directly (no second copy), then what compiling and initialising freed
   # goes back to the system before the first step (`host_memory.release_free_memory`).
-  # imagenet-long's peak RSS: plain 2.4 -> 2.0 GiB, chunked 1.4-1.9 -> 1.0 GiB. (Releasing
-  # between compiling and initialising as well made plain's later steps fault again.)
+  # imagenet-long's peak RSS: plain 2.4 -> 2.0 GiB, chunked 1.4-1.9 -> 1.0 GiB, in runs
+  # where no step reallocates its buffers (benchmarks/results.md).
   devices = jax.local_devices()[:1]
   init = jax.pmap(
     lambda rng: ts.init_train_state(forward, tx, rng, inputs[:1]),

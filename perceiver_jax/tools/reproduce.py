@@ -94,10 +94,11 @@ def load(name: str) -> types.ModuleType:
   return definitions()[name][1]
 
 
-def config(row: Row) -> ml_collections.ConfigDict:
-  """The config the row's runs train: its config file and flags, parsed by config_flags as
-  the trainer parses them (a misspelt field is an error)."""
-  argv = ["reproduce", f"--config={REPO_ROOT / row.config}", *row.flags]
+def config(row: Row, *extra_flags: str) -> ml_collections.ConfigDict:
+  """The config the row's runs train: its config file, `extra_flags` (e.g. `_budget_flags`)
+  and the row's flags after them, as a run passes them, parsed by config_flags as the
+  trainer parses them (a misspelt field is an error)."""
+  argv = ["reproduce", f"--config={REPO_ROOT / row.config}", *extra_flags, *row.flags]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
   flag_values(argv)
