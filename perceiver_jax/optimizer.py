@@ -264,8 +264,8 @@ def scale_by_adam(b1: float, b2: float, eps: float) -> optax.GradientTransformat
   Without it, XLA:CPU fuses the moment updates into each of their consumers (the update
   direction, the trust ratio's norm), which then read the old moments after the new ones
   have overwritten them in place in the donated state: it copies every moment at the start
-  of the step instead, two copies of the parameters' size (imagenet-long: 80 of the step's
-  338 MiB of temporaries; README, "Performance").
+  of the step instead, two copies of the parameters' size (imagenet-long chunked: 60 of the
+  step's 356 MiB of temporaries; README, "Performance").
   """
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
 

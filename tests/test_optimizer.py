@@ -247,6 +247,7 @@ def test_dot_product_norms_equal_optax():
   for ours, theirs in (
     (optimizer.scale_by_trust_ratio(), optax.scale_by_trust_ratio()),
     (optimizer.clip_by_global_norm(2.0), optax.clip_by_global_norm(2.0)),
+    (optimizer.scale_by_adam(0.9, 0.999, 1e-6), optax.scale_by_adam(eps=1e-6)),
   ):
     expected, _ = theirs.update(tree, theirs.init(params), params)
     got, state = ours.update(tree, ours.init(params), params)
