@@ -61,6 +61,7 @@ from perceiver_jax.models import baselines
 from perceiver_jax.models import decoders
 from perceiver_jax.models import encoder as encoder_lib
 from perceiver_jax.models import flow as flow_lib
+from perceiver_jax.models import input_array
 from perceiver_jax.models import precision
 
 
@@ -197,7 +198,7 @@ def _perceiver(cfg: ml_collections.ConfigDict, preprocessor):
     z = encoder.latents(inputs.shape[0])  # [B, N, D]
     z = encoder(inputs, z, is_training=is_training, input_mask=input_mask)  # [B, N, D]
     query = decoder.decoder_query(
-      inputs,
+      input_array.dense(inputs),  # built only where a decoder's query reads it
       modality_sizes=modality_sizes,
       inputs_without_pos=inputs_without_pos,
       subsampled_points=subsampled_points,
@@ -240,7 +241,7 @@ def _baseline(cfg: ml_collections.ConfigDict, preprocessor):
     del inputs_without_pos, input_mask, modality_sizes  # image inputs: no mask
     if subsampled_points is not None:
       raise ValueError(f"the {cfg.architecture} baseline has no output points to subsample")
-    return classifier(inputs, is_training=is_training)
+    return classifier(input_array.dense(inputs), is_training=is_training)
 
   return apply
 

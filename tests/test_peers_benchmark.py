@@ -39,6 +39,12 @@ def test_table_gives_each_peer_its_ratio_to_ours():
   assert "| 2.00x (FLOP/s 0.50x) |" in lucidrains
 
 
+def test_table_of_peers_alone_has_no_ratio():
+  # `--impls=hf`: a peer's memory and time without ours in the run.
+  (row,) = run.table([_row("hf", 1.5)], {"float32": {"flops_per_s": 1e10}}).splitlines()[2:]
+  assert "| 1,500 ms |  |" in row and "1.00 GiB" in row
+
+
 def test_write_section_replaces_only_its_own_section(tmp_path):
   path = tmp_path / "results.md"
   path.write_text(

@@ -8,6 +8,7 @@ import pytest
 
 from perceiver_jax import model
 from perceiver_jax import registry
+from perceiver_jax.models import input_array
 from perceiver_jax.models import preprocessors
 
 
@@ -28,7 +29,7 @@ def _preprocess(images, is_training=True, **kwargs):
   )
   params, state = fn.init(jax.random.PRNGKey(0), images)
   (inputs, without_pos), new_state = fn.apply(params, state, None, images)
-  return params, state, new_state, inputs, without_pos
+  return params, state, new_state, input_array.dense(inputs), without_pos
 
 
 def test_pixels_with_fourier_features():

@@ -169,10 +169,12 @@ def table(results: list[dict], peaks: dict) -> str:
   ]
   for r in results:
     ours = [x for x in results if x["workload"] == r["workload"] and x["dtype"] == r["dtype"]]
-    ours = [x for x in ours if x["impl"].startswith("ours")][0]  # the first of ours
-    ratio = r["step_s_median"] / ours["step_s_median"]
-    flop_ratio = ours["achieved_flops_per_s"] / r["achieved_flops_per_s"]
-    faster = "" if r is ours else f"{ratio:.2f}x (FLOP/s {flop_ratio:.2f}x)"
+    ours = [x for x in ours if x["impl"].startswith("ours")][:1]  # the first of ours
+    faster = ""  # no ratio beside ours, nor without ours (`--impls` left it out)
+    if ours and r is not ours[0]:
+      ratio = r["step_s_median"] / ours[0]["step_s_median"]
+      flop_ratio = ours[0]["achieved_flops_per_s"] / r["achieved_flops_per_s"]
+      faster = f"{ratio:.2f}x (FLOP/s {flop_ratio:.2f}x)"
     mfu = r["achieved_flops_per_s"] / peaks[r["dtype"]]["flops_per_s"]
     lines.append(
       f"| {r['workload']} | {r['dtype']} | {r['impl']} | {r['num_params']:,} | {r['batch_size']} "

@@ -22,6 +22,8 @@ import resource
 import sys
 import time
 
+from perceiver_jax import host_memory  # no JAX: the torch workers import it too
+
 ANSWER = "@@ "
 
 
@@ -69,8 +71,6 @@ def _peer(impl: str, workload: str, dtype: str, device: str):
 
 def main() -> None:
   if "--impl=ours" in sys.argv:  # the training command line's malloc settings
-    from perceiver_jax import host_memory  # noqa: PLC0415
-
     host_memory.use_retained_memory()
   parser = argparse.ArgumentParser()
   parser.add_argument("--impl", required=True, choices=("ours", "hf", "lucidrains", "peak"))
@@ -89,7 +89,10 @@ def main() -> None:
     step, info = _ours(args.workload, args.dtype, args.label or args.workload)
   else:
     step, info = _peer(args.impl, args.workload, args.dtype, args.device)
-  losses = [step() for _ in range(args.warmup)]
+  losses = []
+  for _ in range(args.warmup):
+    losses.append(step())
+    host_memory.wait_for_step_cleanup()
   _answer({"ready": True, **info, "warmup_losses": losses})
   for line in sys.stdin:
     command = line.split()
@@ -102,6 +105,7 @@ def main() -> None:
         start = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - start)
+        host_memory.wait_for_step_cleanup()  # between steps, not timed
       after = resource.getrusage(resource.RUSAGE_SELF)
       _answer(
         {

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from perceiver_jax.models import attention_kernels
+from perceiver_jax.models import input_array
 from perceiver_jax.models import precision
 
 
@@ -110,7 +111,7 @@ class Attention(hk.Module):
   def __call__(
     self,
     inputs_q: jax.Array,
-    inputs_kv: jax.Array,
+    inputs_kv: jax.Array | input_array.InputArray,
     attention_mask: jax.Array | None = None,
     *,
     is_training: bool,
@@ -141,8 +142,11 @@ class Attention(hk.Module):
     wk, bk = _LinearParams(qk_channels, self._init_scale)(kv_channels, dtype)
     wv, bv = _LinearParams(v_channels, self._init_scale)(kv_channels, dtype)
     heads = self._num_heads
+    # An `InputArray` is built here, from its parts or from the chunk of them attended to.
+    kv_parts, build = input_array.parts_and_build(inputs_kv)
 
-    def keys_and_values(x):  # [B, m, Ckv] -> [B, m, H, qk / H], [B, m, H, v / H]
+    def keys_and_values(parts):  # -> [B, m, H, qk / H], [B, m, H, v / H]
+      x = build(parts)  # [B, m, Ckv]
       if kv_layer_norm is not None:
         x = attention_kernels.layer_norm(x, *kv_layer_norm)
       return (
@@ -154,13 +158,13 @@ class Attention(hk.Module):
       self._chunk_size, inputs_kv.shape[1]
     ):
       if "keys_values" not in kv_cache:
-        kv_cache["keys_values"] = keys_and_values(inputs_kv)
-      inputs_kv, keys_and_values = kv_cache["keys_values"], lambda kv: kv
+        kv_cache["keys_values"] = keys_and_values(kv_parts)
+      kv_parts, keys_and_values = kv_cache["keys_values"], lambda kv: kv
 
     rate = self._dropout_prob if is_training else 0.0
     result = attention_kernels.attend_kv(
       _split_heads(q, heads),
-      inputs_kv,
+      kv_parts,
       keys_and_values,
       attention_mask,
       dropout_rate=rate,
@@ -283,7 +287,7 @@ class CrossAttention(_AttentionBlock):
   def __call__(
     self,
     inputs_q: jax.Array,
-    inputs_kv: jax.Array,
+    inputs_kv: jax.Array | input_array.InputArray,
     attention_mask: jax.Array | None = None,
     *,
     is_training: bool,

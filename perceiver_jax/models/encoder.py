@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from perceiver_jax.models import attention
+from perceiver_jax.models import input_array
 from perceiver_jax.models import position_encoding
 
 CROSS_ATTEND_PLACEMENTS = ("interleaved", "start")
@@ -148,13 +149,16 @@ class PerceiverEncoder(hk.Module):
 
   def __call__(
     self,
-    inputs: jax.Array,
+    inputs: jax.Array | input_array.InputArray,
     z: jax.Array,
     *,
     is_training: bool,
     input_mask: jax.Array | None = None,
   ) -> jax.Array:
     """inputs [B, M, C_in], z [B, N, D], input_mask [B, M] -> z [B, N, D].
+
+    `inputs` may be an `input_array.InputArray`: the cross-attends build their keys and
+    values from its parts.
 
     With `remat`, each block (its cross-attends and latent Transformer) is
     rematerialised, and runs of identical blocks (shared weights) go through one

@@ -8,6 +8,8 @@ spaced linearly from 1 to `max_resolution / 2` (the Nyquist frequency), features
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from collections.abc import Sequence
 
 import haiku as hk
@@ -93,17 +95,39 @@ def fourier_position_encoding(
   Returns:
     [B, N, C] with N = prod(index_dims) for a grid.
   """
-  max_resolution = tuple(index_dims) if max_resolution is None else tuple(max_resolution)
+  grid, encode = grid_fourier_encoding(index_dims, num_bands, max_resolution, concat_pos, sine_only)
   if pos is None:
     # The grid is the same for every example: its features are computed once and broadcast.
-    pos = build_linear_positions(index_dims).reshape(1, -1, len(index_dims))
+    pos = grid
   elif pos.shape[-1] != len(index_dims):
     raise ValueError(
       f"positions have {pos.shape[-1]} dimensions, index_dims {tuple(index_dims)} has "
       f"{len(index_dims)}"
     )
-  features = fourier_features(pos, num_bands, max_resolution, concat_pos, sine_only)
+  features = encode(pos)
   return jnp.broadcast_to(features, (batch_size, *features.shape[1:]))
+
+
+def grid_fourier_encoding(
+  index_dims: Sequence[int],
+  num_bands: int,
+  max_resolution: Sequence[float] | None = None,
+  concat_pos: bool = True,
+  sine_only: bool = False,
+) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+  """(the grid's positions [1, prod(index_dims), d], `encode`: positions [..., d] -> their
+  Fourier features), as `fourier_position_encoding` computes them (`max_resolution`
+  defaults to `index_dims`). `input_array.InputArray` encodes slices of the grid with it."""
+  max_resolution = tuple(index_dims) if max_resolution is None else tuple(max_resolution)
+  grid = build_linear_positions(index_dims).reshape(1, -1, len(index_dims))
+  encode = functools.partial(
+    fourier_features,
+    num_bands=num_bands,
+    max_resolution=max_resolution,
+    concat_pos=concat_pos,
+    sine_only=sine_only,
+  )
+  return grid, encode
 
 
 class TrainablePositionEncoding(hk.Module):

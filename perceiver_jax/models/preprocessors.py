@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from perceiver_jax.models import input_array
 from perceiver_jax.models import position_encoding
 from perceiver_jax.models import precision
 
@@ -150,10 +151,21 @@ class ImagePreprocessor(hk.Module):
     elif prep_type == "conv1x1":
       self.convnet_1x1 = hk.Conv2D(num_channels, kernel_shape=1, stride=spatial_downsample)
 
-  def _build_network_inputs(self, inputs: jax.Array) -> jax.Array:
-    """[B, *index_dims, C] -> [B, prod(index_dims), C + C_pos] (or C when added)."""
+  def _build_network_inputs(self, inputs: jax.Array) -> jax.Array | input_array.InputArray:
+    """[B, *index_dims, C] -> [B, prod(index_dims), C + C_pos] (or C when added); an
+    `InputArray` of the pixels and the grid's positions for concatenated Fourier features."""
     batch_size, *index_dims, channels = inputs.shape
     inputs = inputs.reshape(batch_size, -1, channels)
+    if (
+      self._position_encoding_type == "fourier"
+      and self._project_pos_dim <= 0
+      and self._concat_or_add_pos == "concat"
+    ):
+      # Kept as pixels and positions: each consumer builds the part of it that it needs.
+      positions, encode = position_encoding.grid_fourier_encoding(
+        index_dims, **(self._fourier_kwargs or {})
+      )
+      return input_array.InputArray(inputs, positions, encode)
     pos_enc = position_encoding.build_position_encoding(
       self._position_encoding_type,
       index_dims,
@@ -173,7 +185,9 @@ class ImagePreprocessor(hk.Module):
     return inputs + pos_enc
 
   def __call__(self, images: jax.Array, *, is_training: bool) -> tuple[jax.Array, jax.Array]:
-    """Returns (inputs [B, M, C'], inputs_without_pos [B, M, C])."""
+    """Returns (inputs [B, M, C'], inputs_without_pos [B, M, C]); `inputs` is an
+    `input_array.InputArray` where the position encoding is concatenated Fourier features
+    (`input_array.dense` makes it a plain array)."""
     if images.ndim != 4:
       raise ValueError(f"ImagePreprocessor expects [B, H, W, C] images, got shape {images.shape}")
     sd = self._spatial_downsample
@@ -191,7 +205,11 @@ class ImagePreprocessor(hk.Module):
     inputs_without_pos = x.reshape(x.shape[0], -1, x.shape[-1])
     if self._permutation_seed is not None:
       perm = fixed_permutation(inputs.shape[1], self._permutation_seed)
-      inputs, inputs_without_pos = inputs[:, perm], inputs_without_pos[:, perm]
+      inputs_without_pos = inputs_without_pos[:, perm]
+      if isinstance(inputs, input_array.InputArray):
+        inputs = inputs.take(perm)
+      else:
+        inputs = inputs[:, perm]
     return inputs, inputs_without_pos
 
 

@@ -51,11 +51,13 @@ def in_fresh_process(function: Callable[..., dict], *args) -> dict:
 def _median_seconds(fn, steps: int, warmup: int) -> float:
   for _ in range(warmup):
     jax.block_until_ready(fn())
+    host_memory.wait_for_step_cleanup()
   times = []
   for _ in range(steps):
     start = time.perf_counter()
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - start)
+    host_memory.wait_for_step_cleanup()  # not timed
   return statistics.median(times)
 
 
@@ -173,6 +175,7 @@ def prepare_train_step(case: workloads.Case, *, dtype: str) -> tuple[Callable[[]
   start = time.perf_counter()
   compiled = step.lower(jax.eval_shape(init, rngs), batch).compile()
   compile_s = time.perf_counter() - start
+  host_memory.release_free_memory()  # else initialising adds to what compiling left
   state = jax.block_until_ready(init(rngs))
   num_params = model_lib.count_params(jax.tree.map(lambda x: x[0], state.params))
   host_memory.release_free_memory()
