@@ -6,6 +6,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -117,3 +118,22 @@ def test_cli_rejects_an_unknown_dtype(tmp_path):
   proc = _benchmark("--workload=io-small", "--dtypes=float16", tmp_path=tmp_path)
   assert proc.returncode != 0
   assert "--dtypes has 'float16'; expected float32 or bfloat16" in proc.stderr
+
+
+def test_timed_steps_wait_for_the_last_steps_cleanup_untimed(monkeypatch):
+  """Between timed steps the benchmark waits for XLA:CPU to free the last step's
+  temporaries (`host_memory.wait_for_step_cleanup`), and the wait is not in the times."""
+  events = []
+
+  def step():
+    events.append("step")
+    return jnp.zeros(())
+
+  def wait():
+    events.append("wait")
+    time.sleep(0.05)
+
+  monkeypatch.setattr(benchmarking.host_memory, "wait_for_step_cleanup", wait)
+  seconds = benchmarking._median_seconds(step, steps=3, warmup=1)
+  assert events == ["step", "wait"] * 4
+  assert seconds < 0.04

@@ -54,6 +54,12 @@ def test_write_section_replaces_only_its_own_section(tmp_path):
   text = path.read_text()
   assert "old suite" in text and "kept" in text and "new peers" in text
   assert "old peers" not in text and text.count("## peers") == 1
+  # Another machine's section (`--section`) sits beside it.
+  run.write_section(path, "## peers (other CPU)\n\nother\n")
+  run.write_section(path, "## peers (other CPU)\n\nother again\n")
+  text = path.read_text()
+  assert "new peers" in text and "other again" in text and "\nother\n" not in text
+  assert text.count("## peers (other CPU)") == 1
   run.write_section(tmp_path / "new.md", "## peers\n\nfirst\n")
   assert (tmp_path / "new.md").read_text().startswith("# Benchmarks\n\n## peers")
 

@@ -12,8 +12,8 @@ global-norm clipping at 10) on each side; where a peer's layout differs from our
 (lucidrains' GEGLU feed-forwards), compare achieved FLOP/s, with both sides' FLOPs counted
 the same way (matrix multiplies, 2 per multiply-add, training = 3 x forward).
 
-Writes the section "## peers" of `--results` (replacing an earlier one) and, with
-`--json`, every measurement.
+Writes the section "## peers" (`--section` names another) of `--results`, replacing an
+earlier one of that heading, and, with `--json`, every measurement.
 """
 
 from __future__ import annotations
@@ -187,11 +187,13 @@ def table(results: list[dict], peaks: dict) -> str:
 
 
 def write_section(path: pathlib.Path, section: str) -> None:
-  """Replaces (or appends) the `SECTION` of the Markdown file at `path`."""
+  """Replaces (or appends) the section of the Markdown file at `path` whose heading is
+  `section`'s first line."""
   text = path.read_text() if path.exists() else "# Benchmarks\n"
-  start = text.find(SECTION + "\n")
+  heading = section.split("\n", 1)[0]
+  start = text.find(heading + "\n")
   if start >= 0:
-    end = text.find("\n## ", start + len(SECTION))
+    end = text.find("\n## ", start + len(heading))
     text = text[:start] + section + ("" if end < 0 else text[end:])
   else:
     text = text.rstrip("\n") + "\n\n" + section
@@ -211,6 +213,11 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--results", default="", help="Markdown file to write the section into")
   parser.add_argument("--json", default="", help="file for every measurement")
+  parser.add_argument(
+    "--section",
+    default=SECTION[3:],
+    help="the heading of the section written, e.g. 'peers (AMD EPYC)' for another machine",
+  )
   args = parser.parse_args(argv)
   workloads = [w for w in args.workloads.split(",") if w]
   dtypes = [d for d in args.dtypes.split(",") if d]
@@ -250,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
 
   section = "\n".join(
     [
-      SECTION,
+      "## " + args.section,
       "",
       f"Machine: {_machine()}. Commit: {_commit()}. "
       f"Date: {datetime.date.today().isoformat()}. {versions}.",

@@ -155,10 +155,10 @@ def prepare_train_step(case: workloads.Case, *, dtype: str) -> tuple[Callable[[]
     inputs, labels = _inputs_and_labels(cfg, batch_size)
   # Everything on the first device in pmap's layout, once: no step waits for a host
   # transfer. The step is compiled from the state's shapes, then the state is initialised
-  # on the device directly (no second copy), then what compiling and initialising freed
-  # goes back to the system before the first step (`host_memory.release_free_memory`).
-  # imagenet-long's peak RSS: plain 2.4 -> 2.0 GiB, chunked 1.4-1.9 -> 1.0 GiB, in runs
-  # where no step reallocates its buffers (benchmarks/results.md).
+  # on the device directly (no second copy); what compiling freed, then what initialising
+  # freed, goes back to the system (`host_memory.release_free_memory`). imagenet-long's peak
+  # RSS: plain 2.4 -> 2.0 GiB, chunked 1.4-1.9 -> 1.0 GiB; the preparation's own peak, with
+  # the release before initialising too, 0.93-1.02 -> 0.78-0.80 GiB (benchmarks/results.md).
   devices = jax.local_devices()[:1]
   init = jax.pmap(
     lambda rng: ts.init_train_state(forward, tx, rng, inputs[:1]),
