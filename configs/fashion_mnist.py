@@ -20,9 +20,10 @@ Arguments (`--config=configs/fashion_mnist.py:prep=pixels,permuted`):
 
 Machine: this project's 2-core CPU (no GPU). Measured with this config (README, "Default
 experiment"): 2,340 steps; `bash scripts/run.sh` from a fresh clone, set-up included, took
-4 min 38 s on a 2-core AMD EPYC at 947a7f0 (88.30% test top-1, 99.71% top-5); seeds 1 and 2
-reached 88.18% and 88.34%. The earlier recipe (4.5 epochs, 2e-3 flat then cosine, no label
-smoothing) gave 87.80-88.21%.
+4 min 38 s on a 2-core AMD EPYC at 947a7f0 (88.30% test top-1, 99.71% top-5), and 7 min 57 s
+on a slower one at 70d449e (the same numbers); seeds 1 and 2 reached 88.18% and 88.34%.
+The earlier recipe (4.5 epochs, 2e-3 flat then cosine, no label smoothing) gave
+87.80-88.21%.
 Data: Debian's dataset-fashion-mnist (`bash scripts/setup_data.sh`), or
 `--config.data.data_dir=DIR` with the four IDX files (`--config.data.download=True` fetches
 them, checksummed, into DIR).

@@ -51,11 +51,23 @@ def test_cast_and_permutation():
   np.testing.assert_array_equal(array.take(perm).dense(), array.dense()[:, perm])
 
 
+def test_it_passes_through_jit_and_eval_shape_as_a_pytree():
+  array, _ = _array()
+  out = jax.jit(lambda a: a.astype(jnp.bfloat16))(array)
+  assert isinstance(out, input_array.InputArray) and out.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(out.dense(), array.dense().astype(jnp.bfloat16))
+  shapes = jax.eval_shape(lambda a: a, array)
+  assert shapes.shape == array.shape == (2, 24, 25)
+  assert len(jax.tree_util.tree_leaves(array)) == 2
+
+
 def test_mismatched_parts_raise():
   _, content = _array()
   positions, encode = position_encoding.grid_fourier_encoding((4, 5), **FOURIER)
   with pytest.raises(ValueError, match=r"the same M, got \(2, 24, 3\) and \(1, 20, 2\)"):
     input_array.InputArray(content, positions, encode)
+  with pytest.raises(ValueError, match=r"got \(2, 24, 3\) and \(20, 2\)"):
+    input_array.InputArray(content, positions[0], encode)
   positions = jnp.zeros((3, 24, 2))
   with pytest.raises(ValueError, match="positions of batch 3 for content of batch 2"):
     input_array.InputArray(content, positions, encode)

@@ -27,12 +27,15 @@ import jax
 import jax.numpy as jnp
 
 
+@jax.tree_util.register_pytree_node_class
 class InputArray:
   """[B, M, c + e]: `content` [B, M, c], then `encode(positions)` [B or 1, M, e] broadcast
   over the batch, in `dtype`.
 
   `encode` maps positions [..., m, d] to features [..., m, e] elementwise along m (Fourier
   features), so that encoding a slice of the positions gives that slice of the features.
+  A pytree (its leaves: the content and the positions), so it passes through `jax.jit`,
+  `jax.eval_shape` and Haiku's transforms like an array.
   """
 
   def __init__(
@@ -42,7 +45,12 @@ class InputArray:
     encode: Callable[[jax.Array], jax.Array],
     dtype=None,
   ):
-    if content.ndim != 3 or positions.ndim != 3 or positions.shape[1] != content.shape[1]:
+    if len(content.shape) != 3 or len(positions.shape) != 3:
+      raise ValueError(
+        f"an input array needs content [B, M, c] and positions [B or 1, M, d], "
+        f"got {content.shape} and {positions.shape}"
+      )
+    if positions.shape[1] != content.shape[1]:
       raise ValueError(
         f"an input array needs content [B, M, c] and positions [B or 1, M, d] with the same M, "
         f"got {content.shape} and {positions.shape}"
@@ -53,10 +61,24 @@ class InputArray:
       )
     self.content, self.positions, self.encode = content, positions, encode
     self.dtype = jnp.dtype(content.dtype if dtype is None else dtype)
-    features = jax.eval_shape(
-      encode, jax.ShapeDtypeStruct((1, 1, positions.shape[-1]), positions.dtype)
-    )
-    self.shape = (*content.shape[:2], content.shape[-1] + features.shape[-1])
+
+  def tree_flatten(self):
+    return (self.content, self.positions), (self.encode, self.dtype)
+
+  @classmethod
+  def tree_unflatten(cls, aux, children):
+    # No checks: the leaves may be whatever a transformation puts there (shapes, tracers).
+    array = object.__new__(cls)
+    array.content, array.positions = children
+    array.encode, array.dtype = aux
+    return array
+
+  @property
+  def shape(self) -> tuple[int, int, int]:
+    """(B, M, c + e)."""
+    one = jax.ShapeDtypeStruct((1, 1, self.positions.shape[-1]), self.positions.dtype)
+    width = jax.eval_shape(self.encode, one).shape[-1]
+    return (*self.content.shape[:2], self.content.shape[-1] + width)
 
   @property
   def parts(self) -> tuple[jax.Array, jax.Array]:
