@@ -45,12 +45,9 @@ class InputArray:
     encode: Callable[[jax.Array], jax.Array],
     dtype=None,
   ):
-    if len(content.shape) != 3 or len(positions.shape) != 3:
-      raise ValueError(
-        f"an input array needs content [B, M, c] and positions [B or 1, M, d], "
-        f"got {content.shape} and {positions.shape}"
-      )
-    if positions.shape[1] != content.shape[1]:
+    if (
+      len(content.shape) != 3 or len(positions.shape) != 3 or positions.shape[1] != content.shape[1]
+    ):
       raise ValueError(
         f"an input array needs content [B, M, c] and positions [B or 1, M, d] with the same M, "
         f"got {content.shape} and {positions.shape}"

@@ -95,39 +95,41 @@ def fourier_position_encoding(
   Returns:
     [B, N, C] with N = prod(index_dims) for a grid.
   """
-  grid, encode = grid_fourier_encoding(index_dims, num_bands, max_resolution, concat_pos, sine_only)
   if pos is None:
     # The grid is the same for every example: its features are computed once and broadcast.
-    pos = grid
+    pos = grid_positions(index_dims)
   elif pos.shape[-1] != len(index_dims):
     raise ValueError(
       f"positions have {pos.shape[-1]} dimensions, index_dims {tuple(index_dims)} has "
       f"{len(index_dims)}"
     )
-  features = encode(pos)
+  features = fourier_encoder(index_dims, num_bands, max_resolution, concat_pos, sine_only)(pos)
   return jnp.broadcast_to(features, (batch_size, *features.shape[1:]))
 
 
-def grid_fourier_encoding(
+def grid_positions(index_dims: Sequence[int]) -> jax.Array:
+  """The grid's positions, flattened: [1, prod(index_dims), len(index_dims)]."""
+  return build_linear_positions(index_dims).reshape(1, -1, len(index_dims))
+
+
+def fourier_encoder(
   index_dims: Sequence[int],
   num_bands: int,
   max_resolution: Sequence[float] | None = None,
   concat_pos: bool = True,
   sine_only: bool = False,
-) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
-  """(the grid's positions [1, prod(index_dims), d], `encode`: positions [..., d] -> their
-  Fourier features), as `fourier_position_encoding` computes them (`max_resolution`
-  defaults to `index_dims`). `input_array.InputArray` encodes slices of the grid with it."""
+) -> Callable[[jax.Array], jax.Array]:
+  """`encode`: positions [..., d] -> their Fourier features, as `fourier_position_encoding`
+  computes them for a grid of `index_dims` (`max_resolution` defaults to `index_dims`).
+  `input_array.InputArray` encodes slices of the grid with it."""
   max_resolution = tuple(index_dims) if max_resolution is None else tuple(max_resolution)
-  grid = build_linear_positions(index_dims).reshape(1, -1, len(index_dims))
-  encode = functools.partial(
+  return functools.partial(
     fourier_features,
     num_bands=num_bands,
     max_resolution=max_resolution,
     concat_pos=concat_pos,
     sine_only=sine_only,
   )
-  return grid, encode
 
 
 class TrainablePositionEncoding(hk.Module):

@@ -162,10 +162,8 @@ class ImagePreprocessor(hk.Module):
       and self._concat_or_add_pos == "concat"
     ):
       # Kept as pixels and positions: each consumer builds the part of it that it needs.
-      positions, encode = position_encoding.grid_fourier_encoding(
-        index_dims, **(self._fourier_kwargs or {})
-      )
-      return input_array.InputArray(inputs, positions, encode)
+      encode = position_encoding.fourier_encoder(index_dims, **(self._fourier_kwargs or {}))
+      return input_array.InputArray(inputs, position_encoding.grid_positions(index_dims), encode)
     pos_enc = position_encoding.build_position_encoding(
       self._position_encoding_type,
       index_dims,
